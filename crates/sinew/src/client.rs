@@ -1,0 +1,381 @@
+//! The client: the whole stack behind one builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Uri};
+use http_body_util::BodyExt;
+use sinew_core::{Body, BoxError};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::interceptor::{Interceptor, Interceptors, ResponseInfo};
+use crate::request::{join, RequestBuilder};
+use crate::transport::{self, PoolConfig};
+use crate::{Error, ErrorKind, Response};
+
+/// The response body type of the stack.
+pub type ResBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+/// The composed service stack a client sends through.
+pub type Stack = BoxCloneSyncService<Request<Body>, http::Response<ResBody>, BoxError>;
+
+/// A client for one service (or any URL): cheap to clone, share it.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sinew::Error> {
+/// let client = sinew::Client::builder()
+///     .base_url("http://127.0.0.1:8080")
+///     .build()?;
+/// let user: serde_json::Value = client.get("/users/{id}").param("id", 7).send_json().await?;
+/// # let _ = user; Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    base: Option<Uri>,
+    stack: Stack,
+    interceptors: Interceptors,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("interceptors", &self.interceptors)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A builder with every layer off but the defaults of DESIGN.md.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A client over a stack you composed yourself (tests, custom stacks).
+    pub fn from_stack(base_url: Option<Uri>, stack: Stack) -> Self {
+        Client {
+            inner: Arc::new(Inner {
+                base: base_url,
+                stack,
+                interceptors: Interceptors::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<Uri, Error> {
+        join(self.inner.base.as_ref(), path, query)
+    }
+
+    /// Start a call with any method.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        RequestBuilder::new(self.clone(), method, path)
+    }
+
+    /// Start a GET.
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    /// Start a POST.
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    /// Start a PUT.
+    pub fn put(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PUT, path)
+    }
+
+    /// Start a PATCH.
+    pub fn patch(&self, path: &str) -> RequestBuilder {
+        self.request(Method::PATCH, path)
+    }
+
+    /// Start a DELETE.
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// Start a HEAD.
+    pub fn head(&self, path: &str) -> RequestBuilder {
+        self.request(Method::HEAD, path)
+    }
+
+    /// Add an interceptor (replacing one with the same name).
+    pub fn add_interceptor(&self, interceptor: impl Interceptor) {
+        self.inner.interceptors.add(Arc::new(interceptor));
+    }
+
+    /// Remove the interceptor named `name`; whether one was there.
+    pub fn remove_interceptor(&self, name: &str) -> bool {
+        self.inner.interceptors.remove(name)
+    }
+
+    /// Send requests concurrently, at most `concurrency` at once; the results
+    /// come back in input order, each its own `Result`, and one failure never
+    /// fails the batch.
+    pub async fn bulk(
+        &self,
+        requests: impl IntoIterator<Item = RequestBuilder>,
+        concurrency: usize,
+    ) -> Vec<Result<Response, Error>> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(requests.into_iter().map(|r| r.send()))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await
+    }
+
+    /// The raw stack: send an `http::Request` and get the response as the
+    /// layers left it (no status mapping, no interceptors).
+    pub fn stack(&self) -> Stack {
+        self.inner.stack.clone()
+    }
+
+    /// Send a built request through interceptors and the stack. Non-success
+    /// statuses become errors.
+    pub async fn execute(&self, req: Request<Body>) -> Result<Response, Error> {
+        let interceptors = self.inner.interceptors.snapshot();
+        if interceptors.is_empty() {
+            return self.send_mapped(req).await;
+        }
+        let (mut parts, body) = req.into_parts();
+        for i in interceptors.iter() {
+            if let Err(e) = i.before_request(&mut parts).await {
+                return Err(Error::with_source(
+                    ErrorKind::Interceptor,
+                    HookError::new(i.name(), e),
+                ));
+            }
+        }
+        let info_parts = clone_parts(&parts);
+        let outcome = self.send_mapped(Request::from_parts(parts, body)).await;
+        let mut hook_error = None;
+        {
+            let (head, result) = match &outcome {
+                Ok(resp) => {
+                    let head = response_head(resp);
+                    (Some(head), None)
+                }
+                Err(e) => (None, Some(e)),
+            };
+            for i in interceptors.iter().rev() {
+                let seen = match (&head, result) {
+                    (Some(h), _) => Ok(ResponseInfo { head: h }),
+                    (None, Some(e)) => Err(e),
+                    (None, None) => continue,
+                };
+                let r = match &seen {
+                    Ok(info) => i.after_response(&info_parts, Ok(info)).await,
+                    Err(e) => i.after_response(&info_parts, Err(*e)).await,
+                };
+                if let Err(e) = r {
+                    hook_error.get_or_insert(HookError::new(i.name(), e));
+                }
+            }
+            if let Some(err) = result {
+                for i in interceptors.iter().rev() {
+                    if let Err(e) = i.on_error(&info_parts, err).await {
+                        hook_error.get_or_insert(HookError::new(i.name(), e));
+                    }
+                }
+            }
+        }
+        match (outcome, hook_error) {
+            (Ok(_), Some(h)) => Err(Error::with_source(ErrorKind::Interceptor, h)),
+            (Err(e), Some(h)) => {
+                tracing::warn!(interceptor = %h.name, error = %h.source, "interceptor hook failed after a failed call");
+                Err(e)
+            }
+            (outcome, None) => outcome,
+        }
+    }
+
+    async fn send_mapped(&self, req: Request<Body>) -> Result<Response, Error> {
+        let resp = self
+            .inner
+            .stack
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(Error::from_stack)?;
+        let status = resp.status();
+        let (head, body) = resp.into_parts();
+        if status.is_success() || status.is_redirection() {
+            return Ok(Response::new(head, body));
+        }
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Err(Error::from_response(status, bytes))
+    }
+}
+
+fn response_head(resp: &Response) -> http::response::Parts {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = resp.status();
+    parts.version = resp.version();
+    parts.headers = resp.headers().clone();
+    parts
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut out, ()) = Request::new(()).into_parts();
+    out.method = parts.method.clone();
+    out.uri = parts.uri.clone();
+    out.version = parts.version;
+    out.headers = parts.headers.clone();
+    out
+}
+
+/// An interceptor's own error, named.
+#[derive(Debug)]
+pub struct HookError {
+    name: String,
+    source: BoxError,
+}
+
+impl HookError {
+    fn new(name: &str, source: BoxError) -> Self {
+        HookError {
+            name: name.to_string(),
+            source,
+        }
+    }
+
+    /// The interceptor's name.
+    pub fn interceptor(&self) -> &str {
+        &self.name
+    }
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interceptor {} failed: {}", self.name, self.source)
+    }
+}
+
+impl std::error::Error for HookError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Default)]
+#[must_use]
+pub struct ClientBuilder {
+    base: Option<String>,
+    pool: PoolConfig,
+    timeout: Option<Duration>,
+    #[cfg(feature = "sign")]
+    sign: Option<sinew_sign::HmacSignLayer>,
+    error: Option<Error>,
+}
+
+impl ClientBuilder {
+    /// Relative paths are joined to this URL.
+    pub fn base_url(mut self, url: &str) -> Self {
+        self.base = Some(url.to_string());
+        self
+    }
+
+    /// Connection pool and protocol settings.
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Give up connecting after this long.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.connect_timeout = timeout;
+        self
+    }
+
+    /// Close idle pooled connections after this long.
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.idle_timeout = timeout;
+        self
+    }
+
+    /// At most this many idle connections per host.
+    pub fn pool_max_idle_per_host(mut self, n: usize) -> Self {
+        self.pool.max_idle_per_host = n;
+        self
+    }
+
+    /// HTTP/2 only (h2c prior knowledge over `http://`).
+    pub fn http2_only(mut self, yes: bool) -> Self {
+        self.pool.http2 = yes;
+        self
+    }
+
+    /// Every call must finish within this long (the earliest of this, the
+    /// request's own deadline and an inherited one wins).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sign every attempt.
+    #[cfg(feature = "sign")]
+    pub fn sign(mut self, layer: sinew_sign::HmacSignLayer) -> Self {
+        self.sign = Some(layer);
+        self
+    }
+
+    /// Build the client.
+    pub fn build(self) -> Result<Client, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let base = match &self.base {
+            Some(b) => Some(b.parse::<Uri>().map_err(|e| {
+                Error::new(ErrorKind::Config, format!("invalid base_url {b:?}: {e}"))
+            })?),
+            None => None,
+        };
+        let transport = transport::build(&self.pool);
+        let attempt =
+            tower::service_fn(move |req: Request<Body>| transport::send(transport.clone(), req))
+                .map_response(|r: http::Response<hyper::body::Incoming>| {
+                    r.map(|b| b.map_err(BoxError::from).boxed_unsync())
+                });
+        let stack = finish(attempt, &self)?;
+        Ok(Client::from_stack(base, stack))
+    }
+}
+
+/// Compose the layers over the per-attempt service, in DESIGN.md's order.
+fn finish<S>(attempt: S, builder: &ClientBuilder) -> Result<Stack, Error>
+where
+    S: Service<Request<Body>, Response = http::Response<ResBody>, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    #[cfg(feature = "sign")]
+    let attempt = {
+        let layer = builder.sign.clone();
+        tower::util::option_layer(layer)
+            .layer(attempt)
+            .map_err(|e: BoxError| e)
+    };
+    let stack = match builder.timeout {
+        Some(t) => BoxCloneSyncService::new(tower::timeout::TimeoutLayer::new(t).layer(attempt)),
+        None => BoxCloneSyncService::new(attempt),
+    };
+    Ok(stack)
+}
+
+use tower::Layer as _;

@@ -1,0 +1,45 @@
+//! One client for service-to-service HTTP: the whole sinew stack behind one
+//! builder, typed errors, bulk calls, interceptors and config files.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use axum::{routing::get, Router};
+//!
+//! // A service to call, on a free port of 127.0.0.1.
+//! let app = Router::new().route("/users/{id}", get(|axum::extract::Path(id): axum::extract::Path<String>| async move {
+//!     axum::Json(serde_json::json!({ "id": id }))
+//! }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move { axum::serve(listener, app).await });
+//!
+//! let client = sinew::Client::builder().base_url(&format!("http://{addr}")).build()?;
+//! let user: serde_json::Value = client.get("/users/{id}").param("id", "a b").send_json().await?;
+//! assert_eq!(user["id"], "a b");
+//!
+//! let err = client.get("/nowhere").send().await.unwrap_err();
+//! assert_eq!(err.kind(), sinew::ErrorKind::NotFound);
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_docs)]
+
+mod client;
+pub mod config;
+mod error;
+pub mod interceptor;
+mod request;
+mod response;
+mod transport;
+
+pub use client::{Client, ClientBuilder, HookError, ResBody, Stack};
+pub use error::{Error, ErrorKind};
+pub use interceptor::Interceptor;
+pub use request::{encode_path_param, Idempotent, RequestBuilder};
+pub use response::Response;
+pub use sinew_core::{Body, CallContext, Priority};
+pub use transport::PoolConfig;
+
+#[cfg(feature = "sign")]
+pub use sinew_sign as sign;

@@ -1,0 +1,325 @@
+//! Building one call.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Uri};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
+use sinew_core::{Body, Deadline, Priority};
+
+use crate::client::Client;
+use crate::{Error, ErrorKind, Response};
+
+/// Characters left as they are in a path segment: RFC 3986 unreserved.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Percent-encode a path parameter so it stays one path segment.
+///
+/// ```
+/// assert_eq!(sinew::encode_path_param("a b/c?d"), "a%20b%2Fc%3Fd");
+/// ```
+pub fn encode_path_param(value: &str) -> String {
+    utf8_percent_encode(value, SEGMENT).to_string()
+}
+
+/// Marks a request as safe to retry even though its method is not idempotent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Idempotent;
+
+/// A call being built: `client.get("/users/{id}").param("id", 7).send()`.
+#[must_use = "a request does nothing until it is sent"]
+#[derive(Debug)]
+pub struct RequestBuilder {
+    client: Client,
+    method: Method,
+    template: String,
+    params: Vec<(String, String)>,
+    query: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<Bytes>,
+    content_type: Option<HeaderValue>,
+    deadline: Option<Deadline>,
+    priority: Option<Priority>,
+    idempotent: bool,
+    extensions: http::Extensions,
+    error: Option<Error>,
+}
+
+impl RequestBuilder {
+    pub(crate) fn new(client: Client, method: Method, path: &str) -> Self {
+        RequestBuilder {
+            client,
+            method,
+            template: path.to_string(),
+            params: Vec::new(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: None,
+            content_type: None,
+            deadline: None,
+            priority: None,
+            idempotent: false,
+            extensions: http::Extensions::new(),
+            error: None,
+        }
+    }
+
+    fn fail(mut self, message: impl Into<String>) -> Self {
+        if self.error.is_none() {
+            self.error = Some(Error::new(ErrorKind::InvalidRequest, message));
+        }
+        self
+    }
+
+    /// Fill the `{name}` placeholder of the path; the value is
+    /// percent-encoded so it stays one segment.
+    pub fn param(mut self, name: &str, value: impl ToString) -> Self {
+        self.params.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Add one query parameter.
+    pub fn query_param(mut self, name: &str, value: impl ToString) -> Self {
+        if !self.query.is_empty() {
+            self.query.push('&');
+        }
+        let value = value.to_string();
+        let _ = write!(
+            self.query,
+            "{}={}",
+            percent_encoding::utf8_percent_encode(name, SEGMENT),
+            percent_encoding::utf8_percent_encode(&value, SEGMENT)
+        );
+        self
+    }
+
+    /// Add query parameters from anything serde can write as a form
+    /// (a struct, a map, a slice of pairs).
+    pub fn query<T: Serialize + ?Sized>(mut self, query: &T) -> Self {
+        match serde_urlencoded::to_string(query) {
+            Ok(q) if q.is_empty() => self,
+            Ok(q) => {
+                if !self.query.is_empty() {
+                    self.query.push('&');
+                }
+                self.query.push_str(&q);
+                self
+            }
+            Err(e) => self.fail(format!("cannot encode the query: {e}")),
+        }
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                self.headers.push((n, v));
+                self
+            }
+            (Err(_), _) => self.fail(format!("invalid header name {name:?}")),
+            (_, Err(_)) => self.fail(format!("invalid value for header {name}")),
+        }
+    }
+
+    /// A JSON body (`Content-Type: application/json`).
+    pub fn json<T: Serialize + ?Sized>(mut self, body: &T) -> Self {
+        match serde_json::to_vec(body) {
+            Ok(v) => {
+                self.body = Some(Bytes::from(v));
+                self.content_type = Some(HeaderValue::from_static("application/json"));
+                self
+            }
+            Err(e) => self.fail(format!("cannot encode the JSON body: {e}")),
+        }
+    }
+
+    /// A raw body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// This call must finish within `timeout` (the stack also honours the
+    /// client's timeout and any inherited deadline: the earliest wins).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.deadline = Some(Deadline::after(timeout));
+        self
+    }
+
+    /// This call must finish by `deadline`.
+    pub fn deadline(mut self, deadline: tokio::time::Instant) -> Self {
+        self.deadline = Some(Deadline(deadline));
+        self
+    }
+
+    /// The call's priority (sent as `X-Request-Priority`).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Mark the call safe to retry even if its method is not idempotent
+    /// (e.g. a POST the server deduplicates).
+    pub fn idempotent(mut self) -> Self {
+        self.idempotent = true;
+        self
+    }
+
+    /// Add a typed request extension for the layers below.
+    pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// Build the `http::Request` without sending it.
+    pub fn build(self) -> Result<(Client, Request<Body>), Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let path = fill_template(&self.template, &self.params)?;
+        let uri = self.client.resolve(&path, &self.query)?;
+        let mut req = Request::new(self.body.map(Body::full).unwrap_or_default());
+        *req.method_mut() = self.method;
+        *req.uri_mut() = uri;
+        if let Some(ct) = self.content_type {
+            req.headers_mut().insert(CONTENT_TYPE, ct);
+        }
+        for (name, value) in self.headers {
+            req.headers_mut().append(name, value);
+        }
+        *req.extensions_mut() = self.extensions;
+        if let Some(d) = self.deadline {
+            req.extensions_mut().insert(d);
+        }
+        if let Some(p) = self.priority {
+            req.extensions_mut().insert(p);
+        }
+        if self.idempotent {
+            req.extensions_mut().insert(Idempotent);
+        }
+        Ok((self.client, req))
+    }
+
+    /// Send the call. A 2xx or 3xx response is `Ok`; any other status is an
+    /// [`Error`] whose kind follows the status (see [`ErrorKind`]), with the
+    /// body's JSON `message` when present.
+    pub async fn send(self) -> Result<Response, Error> {
+        let (client, req) = self.build()?;
+        client.execute(req).await
+    }
+
+    /// Send and decode a JSON response.
+    pub async fn send_json<T: serde::de::DeserializeOwned>(self) -> Result<T, Error> {
+        self.send().await?.json().await
+    }
+}
+
+/// Replace `{name}` placeholders with percent-encoded values.
+fn fill_template(template: &str, params: &[(String, String)]) -> Result<String, Error> {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!("unclosed '{{' in path {template:?}"),
+            )
+        })?;
+        let name = &after[..close];
+        let value = params
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidRequest,
+                    format!("no value for path parameter {{{name}}}"),
+                )
+            })?;
+        out.push_str(&encode_path_param(value));
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Join a base URI and a path (and query).
+pub(crate) fn join(base: Option<&Uri>, path: &str, query: &str) -> Result<Uri, Error> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        Error::new(ErrorKind::InvalidRequest, format!("invalid URL: {e}"))
+    };
+    let full = if path.starts_with("http://") || path.starts_with("https://") {
+        path.to_string()
+    } else {
+        let base = base.ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!("{path:?} is not an absolute URL and the client has no base URL"),
+            )
+        })?;
+        let scheme = base.scheme_str().unwrap_or("http");
+        let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
+        let prefix = base.path().trim_end_matches('/');
+        let path = if path.starts_with('/') {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        format!("{scheme}://{authority}{prefix}{path}")
+    };
+    let full = if query.is_empty() {
+        full
+    } else if full.contains('?') {
+        format!("{full}&{query}")
+    } else {
+        format!("{full}?{query}")
+    };
+    full.parse::<Uri>().map_err(|e| invalid(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_encode_params() {
+        let p = vec![("id".to_string(), "a b/c".to_string())];
+        assert_eq!(
+            fill_template("/users/{id}/x", &p).unwrap(),
+            "/users/a%20b%2Fc/x"
+        );
+        assert_eq!(
+            fill_template("/users/{nope}", &p).unwrap_err().kind(),
+            ErrorKind::InvalidRequest
+        );
+        assert!(fill_template("/users/{id", &p).is_err());
+        assert_eq!(fill_template("/plain", &[]).unwrap(), "/plain");
+    }
+
+    #[test]
+    fn join_base_and_path() {
+        let base: Uri = "http://inventory:8080/api/".parse().unwrap();
+        assert_eq!(
+            join(Some(&base), "/items/1", "q=2").unwrap(),
+            "http://inventory:8080/api/items/1?q=2"
+        );
+        assert_eq!(
+            join(Some(&base), "http://other/x", "").unwrap(),
+            "http://other/x"
+        );
+        assert!(join(None, "/x", "").is_err());
+    }
+}
