@@ -68,7 +68,7 @@ impl ErrorKind {
             409 => ErrorKind::Conflict,
             422 => ErrorKind::Unprocessable,
             429 => ErrorKind::RateLimited,
-            400..=499 => ErrorKind::ClientError,
+            402 | 405..=408 | 410..=421 | 423..=428 | 430..=499 => ErrorKind::ClientError,
             500..=599 => ErrorKind::Unavailable,
             _ => ErrorKind::UnexpectedStatus,
         }

@@ -55,10 +55,12 @@ pub trait Interceptor: Send + Sync + 'static {
     }
 }
 
+type List = Arc<Vec<Arc<dyn Interceptor>>>;
+
 /// The interceptors of one client, sorted by order; cheap to snapshot.
 #[derive(Clone, Default)]
 pub(crate) struct Interceptors {
-    list: Arc<RwLock<Arc<Vec<Arc<dyn Interceptor>>>>>,
+    list: Arc<RwLock<List>>,
 }
 
 impl std::fmt::Debug for Interceptors {
@@ -73,7 +75,7 @@ impl std::fmt::Debug for Interceptors {
 }
 
 impl Interceptors {
-    pub(crate) fn snapshot(&self) -> Arc<Vec<Arc<dyn Interceptor>>> {
+    pub(crate) fn snapshot(&self) -> List {
         match self.list.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
