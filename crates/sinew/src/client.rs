@@ -278,6 +278,7 @@ pub struct ClientBuilder {
     timeout: Option<Duration>,
     #[cfg(feature = "sign")]
     sign: Option<sinew_sign::HmacSignLayer>,
+    auth: Option<crate::auth::TokenAuthConfig>,
     error: Option<Error>,
 }
 
@@ -332,6 +333,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Log in for a bearer token and send it with every call.
+    pub fn token_auth(mut self, config: crate::auth::TokenAuthConfig) -> Self {
+        self.auth = Some(config);
+        self
+    }
+
     /// Build the client.
     pub fn build(self) -> Result<Client, Error> {
         if let Some(e) = self.error {
@@ -374,6 +381,12 @@ where
     let stack = match builder.timeout {
         Some(t) => BoxCloneSyncService::new(tower::timeout::TimeoutLayer::new(t).layer(attempt)),
         None => BoxCloneSyncService::new(attempt),
+    };
+    let stack = match &builder.auth {
+        Some(config) => {
+            BoxCloneSyncService::new(crate::auth::TokenAuthLayer::new(config.clone()).layer(stack))
+        }
+        None => stack,
     };
     Ok(stack)
 }

@@ -25,6 +25,7 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
 
+pub mod auth;
 mod client;
 pub mod config;
 mod error;
@@ -33,6 +34,7 @@ mod request;
 mod response;
 mod transport;
 
+pub use async_trait::async_trait;
 pub use client::{Client, ClientBuilder, HookError, ResBody, Stack};
 pub use error::{Error, ErrorKind};
 pub use interceptor::Interceptor;
