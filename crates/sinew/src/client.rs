@@ -12,7 +12,7 @@ use tower::{Service, ServiceExt};
 
 use crate::interceptor::{Interceptor, Interceptors, ResponseInfo};
 use crate::request::{join, RequestBuilder};
-use crate::transport::{self, PoolConfig};
+use crate::transport::{self, PoolConfig, TlsRoots};
 use crate::{Error, ErrorKind, Response};
 
 /// The response body type of the stack.
@@ -236,6 +236,21 @@ fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
     out
 }
 
+/// The DER bytes of each `CERTIFICATE` block of a PEM document.
+#[cfg(feature = "tls")]
+fn pem_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+#[cfg(not(feature = "tls"))]
+fn pem_blocks(_pem: &[u8]) -> Vec<Vec<u8>> {
+    Vec::new()
+}
+
 /// An interceptor's own error, named.
 #[derive(Debug)]
 pub struct HookError {
@@ -275,6 +290,7 @@ impl std::error::Error for HookError {
 pub struct ClientBuilder {
     base: Option<String>,
     pool: PoolConfig,
+    roots: Option<TlsRoots>,
     timeout: Option<Duration>,
     #[cfg(feature = "sign")]
     sign: Option<sinew_sign::HmacSignLayer>,
@@ -319,6 +335,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Trust these extra root certificates for HTTPS (PEM, one or more),
+    /// besides the system's roots.
+    pub fn add_root_certificate_pem(mut self, pem: &[u8]) -> Self {
+        let roots = self.roots.get_or_insert_with(TlsRoots::system);
+        let mut found = 0;
+        for block in pem_blocks(pem) {
+            roots.extra.push(block);
+            found += 1;
+        }
+        if found == 0 && self.error.is_none() {
+            self.error = Some(Error::new(
+                ErrorKind::Config,
+                "no PEM certificate found in the given root certificate",
+            ));
+        }
+        self
+    }
+
+    /// Whether to trust the operating system's root certificates (default
+    /// true).
+    pub fn tls_system_roots(mut self, yes: bool) -> Self {
+        self.roots.get_or_insert_with(TlsRoots::system).system = yes;
+        self
+    }
+
     /// Every call must finish within this long (the earliest of this, the
     /// request's own deadline and an inherited one wins).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -350,7 +391,8 @@ impl ClientBuilder {
             })?),
             None => None,
         };
-        let transport = transport::build(&self.pool);
+        let roots = self.roots.clone().unwrap_or_else(TlsRoots::system);
+        let transport = transport::build(&self.pool, &roots)?;
         let attempt =
             tower::service_fn(move |req: Request<Body>| transport::send(transport.clone(), req))
                 .map_response(|r: http::Response<hyper::body::Incoming>| {

@@ -41,7 +41,7 @@ pub use interceptor::Interceptor;
 pub use request::{encode_path_param, Idempotent, RequestBuilder};
 pub use response::Response;
 pub use sinew_core::{Body, CallContext, Priority};
-pub use transport::PoolConfig;
+pub use transport::{PoolConfig, TlsRoots};
 
 #[cfg(feature = "sign")]
 pub use sinew_sign as sign;

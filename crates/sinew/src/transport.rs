@@ -40,14 +40,38 @@ impl Default for PoolConfig {
     }
 }
 
-/// The hyper-util client sinew sends through.
-pub(crate) type Transport = HyperClient<HttpConnector, Body>;
+/// Which certificate authorities HTTPS trusts.
+#[derive(Debug, Clone, Default)]
+pub struct TlsRoots {
+    /// Trust the operating system's roots (default true).
+    pub system: bool,
+    /// Also trust these certificates (DER).
+    pub extra: Vec<Vec<u8>>,
+}
 
-pub(crate) fn build(pool: &PoolConfig) -> Transport {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(pool.connect_timeout));
-    connector.set_nodelay(pool.nodelay);
-    connector.enforce_http(true);
+impl TlsRoots {
+    /// The system's roots only.
+    pub fn system() -> Self {
+        TlsRoots {
+            system: true,
+            extra: Vec::new(),
+        }
+    }
+}
+
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+/// The hyper-util client sinew sends through.
+pub(crate) type Transport = HyperClient<Connector, Body>;
+
+pub(crate) fn build(pool: &PoolConfig, roots: &TlsRoots) -> Result<Transport, crate::Error> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(pool.connect_timeout));
+    http.set_nodelay(pool.nodelay);
+    let connector = connector(http, pool, roots)?;
     let mut builder = HyperClient::builder(TokioExecutor::new());
     builder
         .pool_timer(TokioTimer::new())
@@ -55,7 +79,65 @@ pub(crate) fn build(pool: &PoolConfig) -> Transport {
         .pool_idle_timeout(pool.idle_timeout)
         .pool_max_idle_per_host(pool.max_idle_per_host)
         .http2_only(pool.http2);
-    builder.build(connector)
+    Ok(builder.build(connector))
+}
+
+#[cfg(not(feature = "tls"))]
+fn connector(
+    mut http: HttpConnector,
+    _pool: &PoolConfig,
+    roots: &TlsRoots,
+) -> Result<Connector, crate::Error> {
+    http.enforce_http(true);
+    if !roots.extra.is_empty() {
+        return Err(crate::Error::new(
+            crate::ErrorKind::Config,
+            "custom TLS roots need the `tls` feature",
+        ));
+    }
+    Ok(http)
+}
+
+#[cfg(feature = "tls")]
+fn connector(
+    mut http: HttpConnector,
+    pool: &PoolConfig,
+    roots: &TlsRoots,
+) -> Result<Connector, crate::Error> {
+    use std::sync::Arc;
+
+    use crate::{Error, ErrorKind};
+    use rustls_pki_types::CertificateDer;
+
+    http.enforce_http(false);
+    let mut store = rustls::RootCertStore::empty();
+    if roots.system {
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            // A system certificate rustls cannot use is skipped, as browsers do.
+            let _ = store.add(cert);
+        }
+    }
+    for der in &roots.extra {
+        store
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| Error::new(ErrorKind::Config, format!("invalid root certificate: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::new(ErrorKind::Config, format!("TLS setup failed: {e}")))?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    // The connector sets ALPN itself: h2 only, or h2 and http/1.1.
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    Ok(if pool.http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_all_versions().wrap_connector(http)
+    })
 }
 
 /// Send through the transport, boxing its error.
