@@ -45,3 +45,54 @@ pub use transport::{PoolConfig, TlsRoots};
 
 #[cfg(feature = "sign")]
 pub use sinew_sign as sign;
+
+/// Turn a trait of HTTP methods into a client struct over a [`Client`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use axum::{extract::{Path, Query}, routing::get, Json, Router};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// struct User { id: String, tenant: String, verbose: bool }
+///
+/// #[sinew::client]
+/// trait Users {
+///     #[get("/users/{id}")]
+///     async fn get_user(
+///         &self,
+///         id: &str,
+///         #[header("X-Tenant")] tenant: &str,
+///         #[query] verbose: bool,
+///     ) -> Result<User, sinew::Error>;
+///
+///     #[post("/users")]
+///     async fn create(&self, #[body] user: &User) -> Result<User, sinew::Error>;
+///
+///     #[delete("/users/{id}")]
+///     async fn delete(&self, id: &str) -> Result<(), sinew::Error>;
+/// }
+///
+/// let app = Router::new()
+///     .route("/users/{id}", get(|Path(id): Path<String>, h: axum::http::HeaderMap,
+///             Query(q): Query<std::collections::HashMap<String, String>>| async move {
+///         Json(User {
+///             id,
+///             tenant: h["x-tenant"].to_str().unwrap().to_string(),
+///             verbose: q["verbose"] == "true",
+///         })
+///     }).delete(|| async { "" }))
+///     .route("/users", axum::routing::post(|Json(u): Json<User>| async move { Json(u) }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move { axum::serve(listener, app).await });
+///
+/// let users = UsersClient::new(sinew::Client::builder().base_url(&format!("http://{addr}")).build()?);
+/// let u = users.get_user("a/b", "acme", true).await?;
+/// assert_eq!(u, User { id: "a/b".into(), tenant: "acme".into(), verbose: true });
+/// assert_eq!(users.create(&u).await?, u);
+/// users.delete("a/b").await?;
+/// # Ok(()) }
+/// ```
+#[cfg(feature = "macros")]
+pub use sinew_macros::client;
