@@ -57,6 +57,12 @@ impl Client {
         ClientBuilder::default()
     }
 
+    /// Build the whole stack from a TOML file (see [`crate::config`]).
+    pub fn from_config(path: impl AsRef<std::path::Path>) -> Result<Client, Error> {
+        let config = crate::config::ClientConfig::from_file(path)?;
+        ClientBuilder::from_config(&config)?.build()
+    }
+
     /// A client over a stack you composed yourself (tests, custom stacks).
     pub fn from_stack(base_url: Option<Uri>, stack: Stack) -> Self {
         Client {
@@ -285,7 +291,7 @@ impl std::error::Error for HookError {
 }
 
 /// Builds a [`Client`].
-#[derive(Debug, Default)]
+#[derive(Default)]
 #[must_use]
 pub struct ClientBuilder {
     base: Option<String>,
@@ -295,10 +301,35 @@ pub struct ClientBuilder {
     #[cfg(feature = "sign")]
     sign: Option<sinew_sign::HmacSignLayer>,
     auth: Option<crate::auth::TokenAuthConfig>,
+    on_attempt: Option<crate::observe::AttemptHook>,
     error: Option<Error>,
 }
 
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("base", &self.base)
+            .field("pool", &self.pool)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ClientBuilder {
+    /// A builder set up from a parsed configuration.
+    pub fn from_config(config: &crate::config::ClientConfig) -> Result<ClientBuilder, Error> {
+        let mut b = ClientBuilder::default().pool(config.pool.clone());
+        if let Some(url) = &config.base_url {
+            b = b.base_url(url);
+        }
+        if config.deadline.enabled {
+            if let Some(t) = config.deadline.timeout {
+                b = b.timeout(t);
+            }
+        }
+        Ok(b)
+    }
+
     /// Relative paths are joined to this URL.
     pub fn base_url(mut self, url: &str) -> Self {
         self.base = Some(url.to_string());
@@ -374,6 +405,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Call `hook` after every attempt (after retries and balancing chose
+    /// it), e.g. to print what happened.
+    pub fn on_attempt(
+        mut self,
+        hook: impl Fn(&crate::observe::AttemptInfo) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_attempt = Some(std::sync::Arc::new(hook));
+        self
+    }
+
     /// Log in for a bearer token and send it with every call.
     pub fn token_auth(mut self, config: crate::auth::TokenAuthConfig) -> Self {
         self.auth = Some(config);
@@ -413,6 +454,10 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    let attempt: Stack = match &builder.on_attempt {
+        Some(hook) => BoxCloneSyncService::new(crate::observe::observe(attempt, hook.clone())),
+        None => BoxCloneSyncService::new(attempt),
+    };
     #[cfg(feature = "sign")]
     let attempt = {
         let layer = builder.sign.clone();

@@ -30,6 +30,7 @@ mod client;
 pub mod config;
 mod error;
 pub mod interceptor;
+pub mod observe;
 mod request;
 mod response;
 mod transport;
