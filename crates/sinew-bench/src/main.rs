@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use tokio::io::AsyncBufReadExt;
 
+mod chaos;
 mod clients;
 mod server;
 mod server_stack;
@@ -44,6 +45,9 @@ enum Command {
     /// (internal) Run the backend servers until stdin closes.
     #[command(hide = true)]
     Serve,
+    /// (internal) Run the chaos backends of the soak until stdin closes.
+    #[command(hide = true, name = "serve-chaos")]
+    ServeChaos,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -276,6 +280,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Load(LoadArgs::default())) {
             Command::Load(args) => load(args).await,
             Command::Serve => server::run().await.map_err(Into::into),
+            Command::ServeChaos => chaos::run().await.map_err(Into::into),
         }
     });
     match result {
