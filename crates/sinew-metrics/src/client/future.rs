@@ -1,0 +1,205 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::Response;
+use metrics::{Gauge, Label, SharedString};
+use pin_project_lite::pin_project;
+use sinew_core::classify::{failure_kind_of, Classification, FailureKind};
+use sinew_core::headers::X_CIRCUIT_BREAKER;
+use sinew_core::{BoxError, Classifier};
+use tokio::time::Instant;
+use tracing::Span;
+
+use crate::config::{Naming, Scope};
+use crate::labels;
+use crate::names;
+
+pin_project! {
+    /// The response future of the client [`Metrics`](super::Metrics) service.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        recording: Option<Recording>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, recording: Recording) -> Self {
+        ResponseFuture {
+            inner,
+            recording: Some(recording),
+        }
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.recording.as_ref().map(|r| r.span.enter());
+            ready!(this.inner.poll(cx))
+        };
+        let recording = this.recording.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                if let Some(mut r) = recording {
+                    r.response(&response);
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                let e: BoxError = e.into();
+                if let Some(mut r) = recording {
+                    r.error(&*e);
+                }
+                Err(e)
+            }
+        })
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// What one call or attempt records when it ends. Dropped unfinished (the
+/// caller gave up, a hedge lost) it records the outcome `cancelled`.
+pub(crate) struct Recording {
+    pub(crate) start: Instant,
+    pub(crate) naming: Naming,
+    pub(crate) scope: Scope,
+    pub(crate) classifier: Classifier,
+    pub(crate) labels: Vec<Label>,
+    pub(crate) active: Option<Gauge>,
+    pub(crate) span: Span,
+    pub(crate) done: bool,
+}
+
+const TRUE: SharedString = SharedString::const_str("True");
+const FALSE: SharedString = SharedString::const_str("False");
+
+impl Recording {
+    fn response<B>(&mut self, response: &Response<B>) {
+        let status = response.status();
+        let error_type = match self.classifier.classify_response(response) {
+            Classification::Success => None,
+            Classification::Failure(kind) => Some(kind.as_str()),
+        };
+        match self.naming {
+            Naming::Otel => {
+                self.labels.push(Label::new(
+                    names::HTTP_RESPONSE_STATUS_CODE,
+                    labels::status(status),
+                ));
+                if let Some(e) = error_type {
+                    self.labels.push(Label::new(names::ERROR_TYPE, e));
+                }
+            }
+            Naming::AioRequest => {
+                self.labels
+                    .push(Label::new("response_status", labels::status(status)));
+                if self.scope == Scope::Call {
+                    let breaker = response.headers().contains_key(X_CIRCUIT_BREAKER);
+                    self.labels.push(Label::new(
+                        "circuit_breaker",
+                        if breaker { TRUE } else { FALSE },
+                    ));
+                }
+            }
+        }
+        self.span
+            .record("http.response.status_code", status.as_u16());
+        if let Some(e) = error_type {
+            self.span.record("error.type", e);
+        }
+        tracing::debug!(parent: &self.span, status = status.as_u16(), error.type = error_type, "http client response");
+        self.finish();
+    }
+
+    fn error(&mut self, error: &(dyn std::error::Error + 'static)) {
+        let kind = failure_kind_of(error);
+        match self.naming {
+            Naming::Otel => self
+                .labels
+                .push(Label::new(names::ERROR_TYPE, kind.as_str())),
+            Naming::AioRequest => {
+                // aio-request answers a timeout with 408, an open breaker
+                // with a 502 marked X-Circuit-Breaker, and anything else
+                // (network errors, cancellation) with 499.
+                let status = match kind {
+                    FailureKind::Timeout => "408",
+                    FailureKind::CircuitOpen => "502",
+                    _ => "499",
+                };
+                self.labels.push(Label::new(
+                    "response_status",
+                    SharedString::const_str(status),
+                ));
+                if self.scope == Scope::Call {
+                    let breaker = kind == FailureKind::CircuitOpen;
+                    self.labels.push(Label::new(
+                        "circuit_breaker",
+                        if breaker { TRUE } else { FALSE },
+                    ));
+                }
+            }
+        }
+        self.span.record("error.type", kind.as_str());
+        tracing::debug!(parent: &self.span, error = %error, error.type = kind.as_str(), "http client call failed");
+        self.finish();
+    }
+
+    fn cancelled(&mut self) {
+        match self.naming {
+            Naming::Otel => self.labels.push(Label::new(names::ERROR_TYPE, CANCELLED)),
+            Naming::AioRequest => {
+                self.labels.push(Label::new(
+                    "response_status",
+                    SharedString::const_str("499"),
+                ));
+                if self.scope == Scope::Call {
+                    self.labels.push(Label::new("circuit_breaker", FALSE));
+                }
+            }
+        }
+        self.span.record("error.type", CANCELLED);
+        tracing::debug!(parent: &self.span, "http client call cancelled");
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        let seconds = self.start.elapsed().as_secs_f64();
+        let name = match (self.naming, self.scope) {
+            (Naming::Otel, Scope::Call) => names::HTTP_CLIENT_REQUEST_DURATION,
+            (Naming::Otel, Scope::Attempt) => names::HTTP_CLIENT_ATTEMPT_DURATION,
+            (Naming::AioRequest, Scope::Call) => names::AIO_REQUEST_LATENCY,
+            (Naming::AioRequest, Scope::Attempt) => names::AIO_REQUEST_TRANSPORT_LATENCY,
+        };
+        let labels = std::mem::take(&mut self.labels);
+        metrics::histogram!(name, labels).record(seconds);
+    }
+}
+
+/// The `error_type` of a call or attempt dropped before it finished.
+pub(crate) const CANCELLED: &str = "cancelled";
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancelled();
+        }
+        if let Some(gauge) = self.active.take() {
+            gauge.decrement(1.0);
+        }
+    }
+}

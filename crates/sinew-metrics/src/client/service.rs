@@ -1,0 +1,158 @@
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use metrics::Label;
+use sinew_core::headers::TRACEPARENT;
+use sinew_core::{BoxError, CallContext, TraceParent};
+use tokio::time::Instant;
+use tower::Service;
+
+use super::future::{Recording, ResponseFuture};
+use super::MetricsLayer;
+use crate::config::{Naming, Scope};
+use crate::labels::{self, PathTemplate, Peer};
+use crate::names;
+use crate::trace::TraceIdDisplay;
+
+/// The service of the client [`MetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct Metrics<S> {
+    pub(crate) inner: S,
+    pub(crate) layer: MetricsLayer,
+}
+
+impl<S> Metrics<S> {
+    /// Wrap `inner` with the default (call-scoped) layer.
+    pub fn new(inner: S) -> Self {
+        Metrics {
+            inner,
+            layer: MetricsLayer::default(),
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The trace a client request belongs to: a [`TraceParent`] extension (set by
+/// an outer sinew-metrics layer, so all attempts share it), else a valid
+/// `traceparent` header the caller set, else the ambient call context's
+/// trace, else a new root. The result is stored as an extension.
+fn trace_of<B>(req: &mut Request<B>) -> TraceParent {
+    if let Some(tp) = req.extensions().get::<TraceParent>() {
+        return *tp;
+    }
+    let tp = req
+        .headers()
+        .get(TRACEPARENT)
+        .and_then(|v| TraceParent::parse(v.as_bytes()))
+        .or_else(|| CallContext::current().and_then(|c| c.trace()))
+        .unwrap_or_else(TraceParent::new_root);
+    req.extensions_mut().insert(tp);
+    tp
+}
+
+impl<S, B, ResB> Service<Request<B>> for Metrics<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let start = Instant::now();
+        let layer = &self.layer;
+        let trace = trace_of(&mut req);
+        let span_trace = if layer.propagate {
+            let child = trace.child();
+            if let Ok(value) = HeaderValue::from_str(&child.to_string()) {
+                req.headers_mut().insert(TRACEPARENT, value);
+            }
+            child
+        } else {
+            trace
+        };
+
+        let peer = Peer::of(&req);
+        let method = labels::method(req.method());
+        let template = req.extensions().get::<PathTemplate>().cloned();
+
+        let otel_base = || {
+            vec![
+                Label::new(names::HTTP_REQUEST_METHOD, method),
+                Label::new(names::SERVER_ADDRESS, peer.address.clone()),
+                Label::new(names::SERVER_PORT, labels::port(peer.port)),
+            ]
+        };
+        let labels = match layer.naming {
+            Naming::Otel => otel_base(),
+            Naming::AioRequest => {
+                let path = match &template {
+                    Some(t) => t.0.clone(),
+                    None => req.uri().path().to_owned().into(),
+                };
+                vec![
+                    Label::new("request_endpoint", peer.endpoint()),
+                    Label::new("request_method", method),
+                    Label::new("request_path", path),
+                ]
+            }
+        };
+        let active = (layer.scope == Scope::Call).then(|| {
+            let gauge = metrics::gauge!(names::HTTP_CLIENT_ACTIVE_REQUESTS, otel_base());
+            gauge.increment(1.0);
+            gauge
+        });
+
+        let span = tracing::info_span!(
+            "http.client",
+            otel.name = method,
+            otel.kind = "client",
+            http.request.method = method,
+            server.address = %peer.address,
+            server.port = peer.port,
+            url.path = req.uri().path(),
+            url.template = template.as_ref().map(|t| t.as_str()),
+            sinew.scope = layer.scope.as_str(),
+            trace_id = %TraceIdDisplay(&span_trace),
+            span_id = %crate::trace::SpanIdDisplay(&span_trace),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(
+            future,
+            Recording {
+                start,
+                naming: layer.naming,
+                scope: layer.scope,
+                classifier: layer.classifier.clone(),
+                labels,
+                active,
+                span,
+                done: false,
+            },
+        )
+    }
+}

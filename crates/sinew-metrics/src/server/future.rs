@@ -1,0 +1,189 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Response, StatusCode};
+use metrics::{Gauge, Label, SharedString};
+use pin_project_lite::pin_project;
+use sinew_core::CallContext;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Instant;
+use tracing::Span;
+
+use super::body::MetricsBody;
+use crate::config::Naming;
+use crate::labels;
+use crate::names;
+
+pin_project! {
+    /// The response future of [`ServerMetrics`](super::ServerMetrics).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: TaskLocalFuture<CallContext, F>,
+        recording: Option<ServerRecording>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: TaskLocalFuture<CallContext, F>, recording: ServerRecording) -> Self {
+        ResponseFuture {
+            inner,
+            recording: Some(recording),
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+    ResB: http_body::Body,
+{
+    type Output = Result<Response<MetricsBody<ResB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = {
+            let _entered = this.recording.as_ref().map(|r| r.span.enter());
+            ready!(this.inner.poll(cx))
+        };
+        let recording = this.recording.take();
+        Poll::Ready(match result {
+            Ok(response) => {
+                let recording = recording.map(|mut r| {
+                    r.status(response.status());
+                    r
+                });
+                Ok(response.map(|body| MetricsBody::new(body, recording)))
+            }
+            Err(e) => {
+                if let Some(mut r) = recording {
+                    r.failed();
+                }
+                Err(e)
+            }
+        })
+    }
+}
+
+/// What one server request records when its response body ends (or is
+/// dropped).
+pub(crate) struct ServerRecording {
+    start: Instant,
+    naming: Naming,
+    labels: Vec<Label>,
+    active: Option<Gauge>,
+    pub(crate) span: Span,
+    has_status: bool,
+    done: bool,
+}
+
+impl ServerRecording {
+    pub(crate) fn new(
+        start: Instant,
+        naming: Naming,
+        labels: Vec<Label>,
+        active: Gauge,
+        span: Span,
+    ) -> Self {
+        ServerRecording {
+            start,
+            naming,
+            labels,
+            active: Some(active),
+            span,
+            has_status: false,
+            done: false,
+        }
+    }
+
+    fn status(&mut self, status: StatusCode) {
+        self.has_status = true;
+        let value = labels::status(status);
+        match self.naming {
+            Naming::Otel => {
+                self.labels
+                    .push(Label::new(names::HTTP_RESPONSE_STATUS_CODE, value.clone()));
+                // OpenTelemetry: a server 5xx is an error, error.type = the code.
+                if status.is_server_error() {
+                    self.labels.push(Label::new(names::ERROR_TYPE, value));
+                    self.span.record("error.type", status.as_str());
+                }
+            }
+            Naming::AioRequest => self.labels.push(Label::new("response_status", value)),
+        }
+        self.span
+            .record("http.response.status_code", status.as_u16());
+    }
+
+    /// The inner service failed: no response at all.
+    fn failed(&mut self) {
+        self.outcome_without_status("500", OTHER);
+        tracing::debug!(parent: &self.span, "http server: inner service failed");
+        self.finish();
+    }
+
+    fn outcome_without_status(&mut self, aio_status: &'static str, error_type: &'static str) {
+        match self.naming {
+            Naming::Otel => self.labels.push(Label::new(names::ERROR_TYPE, error_type)),
+            Naming::AioRequest => self.labels.push(Label::new(
+                "response_status",
+                SharedString::const_str(aio_status),
+            )),
+        }
+        self.span.record("error.type", error_type);
+    }
+
+    /// The response body failed after the headers were sent.
+    pub(crate) fn body_failed(&mut self) {
+        if self.naming == Naming::Otel && !self.labels.iter().any(|l| l.key() == names::ERROR_TYPE)
+        {
+            self.labels.push(Label::new(names::ERROR_TYPE, BODY_ERROR));
+        }
+        self.span.record("error.type", BODY_ERROR);
+        tracing::debug!(parent: &self.span, "http server: response body failed");
+        self.finish();
+    }
+
+    pub(crate) fn finish(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let seconds = self.start.elapsed().as_secs_f64();
+        let name = match self.naming {
+            Naming::Otel => names::HTTP_SERVER_REQUEST_DURATION,
+            Naming::AioRequest => names::AIO_REQUEST_SERVER_LATENCY,
+        };
+        let labels = std::mem::take(&mut self.labels);
+        metrics::histogram!(name, labels).record(seconds);
+        if let Some(gauge) = self.active.take() {
+            gauge.decrement(1.0);
+        }
+    }
+}
+
+/// `error_type` when the inner service returned an error instead of a
+/// response (OpenTelemetry's fallback value).
+const OTHER: &str = "_OTHER";
+/// `error_type` when the response body failed while being sent.
+const BODY_ERROR: &str = "body";
+/// `error_type` when the request was dropped before the response was ready
+/// (the client went away).
+const CANCELLED: &str = "cancelled";
+
+impl Drop for ServerRecording {
+    fn drop(&mut self) {
+        if !self.done {
+            if !self.has_status {
+                self.outcome_without_status("499", CANCELLED);
+            }
+            self.finish();
+        }
+    }
+}
