@@ -1,0 +1,99 @@
+//! [`Retry`]: the service [`RetryLayer`](crate::RetryLayer) produces.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use sinew_core::body::{try_clone_request, TryCloneBody};
+use sinew_core::context::effective_deadline;
+use sinew_core::BoxError;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::future::{Replay, ResponseFuture};
+use crate::layer::Policy;
+use crate::policy::{eligible, NotReplayable};
+
+/// Retries the requests of an inner service; see [`RetryLayer`](crate::RetryLayer).
+#[derive(Clone)]
+pub struct Retry<S> {
+    pub(crate) inner: S,
+    pub(crate) policy: Arc<Policy>,
+}
+
+impl<S> Retry<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, by value.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("max_attempts", &self.policy.max_attempts)
+            .finish()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: TryCloneBody,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let policy = &self.policy;
+        if let Some(budget) = &policy.budget {
+            budget.deposit();
+        }
+        let deadline = effective_deadline(&req);
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            tracing::debug!(
+                method = %req.method(),
+                "deadline passed before the first attempt; not sending"
+            );
+            return ResponseFuture::deadline_passed(self.policy.clone());
+        }
+        let mut replayable = if policy.max_attempts <= 1 {
+            Err(NotReplayable::SingleAttempt)
+        } else {
+            eligible(&req, policy.methods)
+        };
+        let replay = match replayable {
+            Ok(()) => match try_clone_request(&req) {
+                Some(template) => Some(Replay {
+                    service: self.inner.clone(),
+                    template: Some(template),
+                }),
+                None => {
+                    replayable = Err(NotReplayable::Body);
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        let future = self.inner.call(req);
+        ResponseFuture::new(self.policy.clone(), future, replay, replayable, deadline)
+    }
+}
