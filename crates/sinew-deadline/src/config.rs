@@ -1,0 +1,213 @@
+//! Configuration of the layers, with serde support behind the `serde`
+//! feature (durations written like `"250ms"` or `"2s"`).
+//!
+//! [`DeadlineConfig`] has the keys of the `[deadline]` section of the sinew
+//! client config file (`timeout`, `min_remaining`, `grpc_timeout`).
+
+use std::time::Duration;
+
+/// Configuration of the client [`DeadlineLayer`](crate::DeadlineLayer): the
+/// `[deadline]` section of the client config file.
+///
+/// Defaults: no timeout of its own (only per-request and inherited deadlines
+/// apply), `min_remaining` 5 ms, no `grpc-timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, default))]
+pub struct DeadlineConfig {
+    /// Every call must finish within this long (`None`: only per-request
+    /// and inherited deadlines apply).
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "opt_duration", skip_serializing_if = "Option::is_none")
+    )]
+    pub timeout: Option<Duration>,
+    /// Fail at once, without sending, when this little or less is left.
+    #[cfg_attr(feature = "serde", serde(with = "duration"))]
+    pub min_remaining: Duration,
+    /// Also send `grpc-timeout`.
+    pub grpc_timeout: bool,
+}
+
+impl Default for DeadlineConfig {
+    fn default() -> Self {
+        DeadlineConfig {
+            timeout: None,
+            min_remaining: Duration::from_millis(5),
+            grpc_timeout: false,
+        }
+    }
+}
+
+/// Configuration of the [`ServerDeadlineLayer`](crate::ServerDeadlineLayer).
+///
+/// Defaults: a 20 s deadline when the caller sends none (as aio-request's
+/// server), deadlines capped at 5 minutes, 5 ms minimum, Envoy's header not
+/// trusted, handler not cancelled at the deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, default))]
+pub struct ServerDeadlineConfig {
+    /// The deadline when the caller sends none (`None`: no deadline).
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "opt_duration", skip_serializing_if = "Option::is_none")
+    )]
+    pub default_timeout: Option<Duration>,
+    /// No caller gets more than this, whatever it sends.
+    #[cfg_attr(feature = "serde", serde(with = "duration"))]
+    pub max_timeout: Duration,
+    /// A request with this little or less left is refused with `408`.
+    #[cfg_attr(feature = "serde", serde(with = "duration"))]
+    pub min_remaining: Duration,
+    /// Read `x-envoy-expected-rq-timeout-ms` (only behind a trusted Envoy).
+    pub trust_envoy: bool,
+    /// Drop the handler at the deadline and answer `504`.
+    pub cancel_at_deadline: bool,
+}
+
+impl Default for ServerDeadlineConfig {
+    fn default() -> Self {
+        ServerDeadlineConfig {
+            default_timeout: Some(Duration::from_secs(20)),
+            max_timeout: Duration::from_secs(300),
+            min_remaining: Duration::from_millis(5),
+            trust_envoy: false,
+            cancel_at_deadline: false,
+        }
+    }
+}
+
+/// Configuration of the [`ShedLayer`](crate::ShedLayer).
+///
+/// The layer admits at most `max_concurrency` requests at once. The last
+/// `high_reserve` slots are for `high` only and the `normal_reserve` slots
+/// below them for `normal` and `high`, so when saturated `low` is refused
+/// first, then `normal`. Defaults: 128 slots, 16 reserved for `high`, 16 more
+/// for `normal` and above, no queue, `Retry-After: 1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, default))]
+pub struct ShedConfig {
+    /// Requests admitted at once, all priorities together.
+    pub max_concurrency: usize,
+    /// Slots only `high` may use.
+    pub high_reserve: usize,
+    /// Slots (below the high reserve) only `normal` and `high` may use.
+    pub normal_reserve: usize,
+    /// Requests that may wait for a slot at once (0: refuse at once).
+    pub queue_size: usize,
+    /// The longest a queued request waits (its deadline may cut it shorter).
+    #[cfg_attr(feature = "serde", serde(with = "duration"))]
+    pub max_queue_wait: Duration,
+    /// A request whose deadline leaves this little or less is not queued.
+    #[cfg_attr(feature = "serde", serde(with = "duration"))]
+    pub min_remaining: Duration,
+    /// The `Retry-After` sent with refusals (whole seconds, at least 1).
+    #[cfg_attr(feature = "serde", serde(with = "duration"))]
+    pub retry_after: Duration,
+}
+
+impl Default for ShedConfig {
+    fn default() -> Self {
+        ShedConfig {
+            max_concurrency: 128,
+            high_reserve: 16,
+            normal_reserve: 16,
+            queue_size: 0,
+            max_queue_wait: Duration::from_secs(1),
+            min_remaining: Duration::from_millis(5),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// serde helpers for durations written like `250ms` or `2s`.
+#[cfg(feature = "serde")]
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Write a duration like `250ms`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Read a duration like `250ms` or `2s`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
+
+    /// Parse `250ms`, `2s`, `1m 30s`.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s.trim())
+            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"250ms\" or \"2s\""))
+    }
+}
+
+/// serde helpers for optional durations.
+#[cfg(feature = "serde")]
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Write a duration like `250ms` (callers skip `None`).
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Read a duration like `250ms` or `2s`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::duration::parse(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_section_keys() {
+        let c: DeadlineConfig =
+            toml::from_str("timeout = \"2s\"\nmin_remaining = \"10ms\"\ngrpc_timeout = true\n")
+                .unwrap();
+        assert_eq!(c.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.min_remaining, Duration::from_millis(10));
+        assert!(c.grpc_timeout);
+        let d: DeadlineConfig = toml::from_str("").unwrap();
+        assert_eq!(d, DeadlineConfig::default());
+        assert!(toml::from_str::<DeadlineConfig>("timeout = \"soon\"").is_err());
+        assert!(toml::from_str::<DeadlineConfig>("timout = \"2s\"").is_err());
+        let back: DeadlineConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn server_and_shed_configs() {
+        let s: ServerDeadlineConfig = toml::from_str(
+            "default_timeout = \"5s\"\nmax_timeout = \"1m\"\ntrust_envoy = true\ncancel_at_deadline = true\n",
+        )
+        .unwrap();
+        assert_eq!(s.default_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(s.max_timeout, Duration::from_secs(60));
+        assert!(s.trust_envoy && s.cancel_at_deadline);
+        let sh: ShedConfig = toml::from_str(
+            "max_concurrency = 10\nhigh_reserve = 2\nqueue_size = 4\nmax_queue_wait = \"250ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(sh.max_concurrency, 10);
+        assert_eq!(sh.high_reserve, 2);
+        assert_eq!(sh.normal_reserve, 16);
+        assert_eq!(sh.max_queue_wait, Duration::from_millis(250));
+        assert!(toml::from_str::<ShedConfig>("max_concurrency = -1").is_err());
+    }
+}

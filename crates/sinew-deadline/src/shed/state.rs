@@ -1,0 +1,131 @@
+//! The shared slot counter of one [`ShedLayer`](crate::ShedLayer).
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sinew_core::Priority;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::config::ShedConfig;
+
+#[derive(Debug)]
+pub(crate) struct State {
+    in_flight: AtomicUsize,
+    queued: AtomicUsize,
+    notify: Notify,
+    /// Slots usable by low, normal, high.
+    caps: [usize; 3],
+    pub(crate) config: ShedConfig,
+}
+
+fn index(p: Priority) -> usize {
+    match p {
+        Priority::Low => 0,
+        Priority::Normal => 1,
+        Priority::High => 2,
+    }
+}
+
+impl State {
+    pub(crate) fn new(config: ShedConfig) -> Self {
+        let max = config.max_concurrency;
+        let normal = max.saturating_sub(config.high_reserve);
+        let low = normal.saturating_sub(config.normal_reserve);
+        State {
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            notify: Notify::new(),
+            caps: [low, normal, max],
+            config,
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(SeqCst)
+    }
+
+    pub(crate) fn cap(&self, p: Priority) -> usize {
+        self.caps[index(p)]
+    }
+
+    /// A slot for `p` if fewer than its cap are in flight.
+    pub(crate) fn try_acquire(self: &Arc<Self>, p: Priority) -> Option<Slot> {
+        let cap = self.caps[index(p)];
+        let mut cur = self.in_flight.load(SeqCst);
+        loop {
+            if cur >= cap {
+                return None;
+            }
+            match self
+                .in_flight
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return Some(Slot(self.clone())),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Join the queue, unless it is full.
+    pub(crate) fn enqueue(self: &Arc<Self>) -> Option<QueuePlace> {
+        let limit = self.config.queue_size;
+        let mut cur = self.queued.load(SeqCst);
+        loop {
+            if cur >= limit {
+                return None;
+            }
+            match self
+                .queued
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
+                Ok(_) => return Some(QueuePlace(self.clone())),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+}
+
+/// One admitted request; the slot is given back on drop.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<State>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, SeqCst);
+        // Waiters register (queued += 1) before trying to acquire, and all
+        // of this is SeqCst: either they see this release or we see them.
+        if self.0.queued.load(SeqCst) > 0 {
+            self.0.notify.notify_waiters();
+        }
+    }
+}
+
+/// A place in the queue; left on drop.
+#[derive(Debug)]
+pub(crate) struct QueuePlace(Arc<State>);
+
+impl QueuePlace {
+    /// Wait up to `budget` for a slot for `p`.
+    pub(crate) async fn wait(self, p: Priority, budget: Duration) -> Option<Slot> {
+        let until = Instant::now() + budget;
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(slot) = self.0.try_acquire(p) {
+                return Some(slot);
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.0.try_acquire(p);
+            }
+        }
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, SeqCst);
+    }
+}
