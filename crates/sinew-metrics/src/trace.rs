@@ -2,9 +2,59 @@
 
 use std::fmt;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
+use rand::RngCore;
 use sinew_core::headers::TRACEPARENT;
 use sinew_core::TraceParent;
+
+/// The ids of a trace parent, written as a `traceparent` value.
+fn format(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> [u8; 55] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    let mut put = |at: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            out[at + 2 * i] = DIGITS[usize::from(b >> 4)];
+            out[at + 2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+    };
+    put(3, trace_id);
+    put(36, span_id);
+    put(53, &[flags]);
+    out
+}
+
+fn build(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> TraceParent {
+    // What we format always parses; fall back to the slow path regardless.
+    TraceParent::parse(&format(trace_id, span_id, flags)).unwrap_or_else(TraceParent::new_root)
+}
+
+/// Random non-zero bytes from the thread-local CSPRNG (no system call per
+/// id, unlike `TraceParent::new_root`).
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut rng = rand::thread_rng();
+    while out.iter().all(|b| *b == 0) {
+        rng.fill_bytes(&mut out);
+    }
+    out
+}
+
+/// A new trace, sampled.
+pub(crate) fn new_root() -> TraceParent {
+    build(&random::<16>(), &random::<8>(), 1)
+}
+
+/// A new span id.
+pub(crate) fn new_span_id() -> [u8; 8] {
+    random::<8>()
+}
+
+/// The `traceparent` header value of span `span_id` in `trace`.
+pub(crate) fn header_value(trace: &TraceParent, span_id: &[u8; 8]) -> Option<HeaderValue> {
+    HeaderValue::from_bytes(&format(&trace.trace_id(), span_id, trace.flags())).ok()
+}
 
 /// Formats a trace id as 32 lower-case hex digits, lazily (only when a
 /// span is actually recorded).
@@ -19,12 +69,12 @@ impl fmt::Display for TraceIdDisplay<'_> {
     }
 }
 
-/// Formats a span (parent) id as 16 lower-case hex digits.
-pub(crate) struct SpanIdDisplay<'a>(pub(crate) &'a TraceParent);
+/// Formats a span id as 16 lower-case hex digits.
+pub(crate) struct SpanIdDisplay(pub(crate) [u8; 8]);
 
-impl fmt::Display for SpanIdDisplay<'_> {
+impl fmt::Display for SpanIdDisplay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0.parent_id() {
+        for b in self.0 {
             write!(f, "{b:02x}")?;
         }
         Ok(())
@@ -76,10 +126,33 @@ mod tests {
             TraceIdDisplay(&tp).to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
-        assert_eq!(SpanIdDisplay(&tp).to_string(), "00f067aa0ba902b7");
+        assert_eq!(
+            SpanIdDisplay(tp.parent_id()).to_string(),
+            "00f067aa0ba902b7"
+        );
         h.append(TRACEPARENT, good.parse().unwrap());
         assert_eq!(inbound(&h), Inbound::Invalid);
         h.insert(TRACEPARENT, "00-xyz".parse().unwrap());
         assert_eq!(inbound(&h), Inbound::Invalid);
+    }
+
+    #[test]
+    fn fast_ids_are_valid_and_distinct() {
+        let root = new_root();
+        assert_eq!(root.flags(), 1);
+        let value = header_value(&root, &root.parent_id()).unwrap();
+        assert_eq!(value.to_str().unwrap(), root.to_string());
+        assert_eq!(TraceParent::parse(value.as_bytes()), Some(root));
+        let span = new_span_id();
+        assert_ne!(span, root.parent_id());
+        let kid = TraceParent::parse(header_value(&root, &span).unwrap().as_bytes()).unwrap();
+        assert_eq!(kid.trace_id(), root.trace_id());
+        assert_eq!(kid.parent_id(), span);
+        let other = new_root();
+        assert_ne!(other.trace_id(), root.trace_id());
+        let unsampled =
+            TraceParent::parse(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        let kid = header_value(&unsampled, &span).unwrap();
+        assert!(kid.to_str().unwrap().ends_with("-00"));
     }
 }

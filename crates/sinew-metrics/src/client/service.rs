@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use metrics::Label;
 use sinew_core::headers::TRACEPARENT;
 use sinew_core::{BoxError, CallContext, TraceParent};
@@ -59,7 +59,7 @@ fn trace_of<B>(req: &mut Request<B>) -> TraceParent {
         .get(TRACEPARENT)
         .and_then(|v| TraceParent::parse(v.as_bytes()))
         .or_else(|| CallContext::current().and_then(|c| c.trace()))
-        .unwrap_or_else(TraceParent::new_root);
+        .unwrap_or_else(crate::trace::new_root);
     req.extensions_mut().insert(tp);
     tp
 }
@@ -81,14 +81,14 @@ where
         let start = Instant::now();
         let layer = &self.layer;
         let trace = trace_of(&mut req);
-        let span_trace = if layer.propagate {
-            let child = trace.child();
-            if let Ok(value) = HeaderValue::from_str(&child.to_string()) {
+        let span_id = if layer.propagate {
+            let id = crate::trace::new_span_id();
+            if let Some(value) = crate::trace::header_value(&trace, &id) {
                 req.headers_mut().insert(TRACEPARENT, value);
             }
-            child
+            id
         } else {
-            trace
+            trace.parent_id()
         };
 
         let peer = Peer::of(&req);
@@ -132,8 +132,8 @@ where
             url.path = req.uri().path(),
             url.template = template.as_ref().map(|t| t.as_str()),
             sinew.scope = layer.scope.as_str(),
-            trace_id = %TraceIdDisplay(&span_trace),
-            span_id = %crate::trace::SpanIdDisplay(&span_trace),
+            trace_id = %TraceIdDisplay(&trace),
+            span_id = %crate::trace::SpanIdDisplay(span_id),
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
         );

@@ -2,7 +2,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use metrics::{Label, SharedString};
-use sinew_core::{CallContext, TraceParent};
+use sinew_core::CallContext;
 use tokio::time::Instant;
 use tower::Service;
 
@@ -102,11 +102,11 @@ where
                 tracing::debug!("ignoring an invalid traceparent header");
                 existing
                     .and_then(|c| c.trace())
-                    .unwrap_or_else(TraceParent::new_root)
+                    .unwrap_or_else(trace::new_root)
             }
             Inbound::Absent => existing
                 .and_then(|c| c.trace())
-                .unwrap_or_else(TraceParent::new_root),
+                .unwrap_or_else(trace::new_root),
         };
         let ctx = existing.unwrap_or_default().with_trace(trace);
         req.extensions_mut().insert(ctx);
@@ -142,7 +142,7 @@ where
             url.path = req.uri().path(),
             http.route = &*route,
             trace_id = %TraceIdDisplay(&trace),
-            parent_span_id = %SpanIdDisplay(&trace),
+            parent_span_id = %SpanIdDisplay(trace.parent_id()),
             traceparent.inbound = matches!(inbound, Inbound::Valid(_)),
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
