@@ -1,0 +1,159 @@
+#![allow(clippy::unwrap_used)]
+//! Deadline and priority propagation across three real processes: the
+//! `echo` example run three times (A → B → C) on 127.0.0.1.
+//!
+//! `cargo test` builds the examples first; to run only this file, build the
+//! example before (`cargo build --example echo`).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+struct Echo {
+    child: Child,
+    url: String,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        // target/<profile>/deps/<this test> → target/<profile>/examples/echo
+        let exe = std::env::current_exe().unwrap();
+        let bin: PathBuf = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .join("examples")
+            .join(format!("echo{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --example echo` (plain `cargo test` builds it)",
+            bin.display()
+        );
+        let mut child = Command::new(&bin)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Echo {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "echo did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut b = http::Request::get(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let res = client.request(b.body(Empty::new()).unwrap()).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_b_c_processes_propagate_deadline_and_priority_and_stop_cleanly() {
+    let (a, b, c) = (Echo::start(), Echo::start(), Echo::start());
+    let chain = |tail: &str| {
+        let b_url = format!("{}/call?url={}", b.url, encode(&format!("{}{tail}", c.url)));
+        format!("{}/call?url={}", a.url, encode(&b_url))
+    };
+
+    // C sees A's deadline minus the time spent, and A's priority.
+    let start = Instant::now();
+    let (status, body) = get(
+        &chain("/context"),
+        &[("x-request-timeout", "2.5"), ("x-request-priority", "high")],
+    )
+    .await;
+    let spent = start.elapsed().as_millis() as u64;
+    assert_eq!(status, 200, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["priority"], "high");
+    let remaining = seen["deadline_remaining_ms"].as_u64().unwrap();
+    // Each of the three hops rounds down to whole milliseconds.
+    assert!(
+        remaining <= 2500 && remaining + 3 >= 2500 - spent,
+        "{remaining} after {spent} ms"
+    );
+
+    // A low-priority call without a deadline: C inherits A's 20 s default.
+    let (_, body) = get(&chain("/context"), &[("x-request-priority", "low")]).await;
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["priority"], "low");
+    let remaining = seen["deadline_remaining_ms"].as_u64().unwrap();
+    assert!((19_000..=20_000).contains(&remaining), "{remaining}");
+
+    // When A's deadline passes, the chain is cut: C would take 5 s, A
+    // answers 504 at its 0.4 s deadline.
+    let start = Instant::now();
+    let (status, body) = get(&chain("/delay/5000"), &[("x-request-timeout", "0.4")]).await;
+    let took = start.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        took >= Duration::from_millis(390) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    // An expired deadline is refused at A with 408 and X-Do-Not-Retry.
+    let (status, _) = get(&chain("/context"), &[("x-request-timeout", "0.004")]).await;
+    assert_eq!(status, 408);
+
+    for echo in [a, b, c] {
+        assert!(echo.terminate().success());
+    }
+}
