@@ -117,5 +117,19 @@ fn happy_path(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, happy_path);
+fn budget(c: &mut Criterion) {
+    let mut group = c.benchmark_group("retry_budget");
+    let budget = sinew_retry::RetryBudget::default();
+    group.bench_function("deposit", |b| b.iter(|| budget.deposit()));
+    let tower_budget = tower::retry::budget::TpsBudget::default();
+    group.bench_function("tower_tps_deposit", |b| {
+        b.iter(|| tower::retry::budget::Budget::deposit(&tower_budget))
+    });
+    group.bench_function("clock_read", |b| {
+        b.iter(|| std::hint::black_box(tokio::time::Instant::now()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, happy_path, budget);
 criterion_main!(benches);

@@ -17,10 +17,15 @@
 //! `1 / ratio` down to an integer, so 0.3 grants one retry in 3 and tiny
 //! ratios drift).
 //!
-//! The budget is lock-free: one atomic add per deposit; a withdrawal adds,
-//! checks the balance and gives the token back if the balance went negative,
-//! so concurrent withdrawals can never overdraw it (at worst two racing for
-//! the last token both lose).
+//! The budget is lock-free and cheap on the path every request takes: a
+//! deposit is one atomic increment, and only every eighth deposit reads the
+//! clock to move the pending deposits into the current bucket (a withdrawal
+//! moves them first, so it always sees every deposit). Pending deposits are
+//! thus dated at most seven deposits late, which can only keep up to
+//! `7 · ratio` tokens alive a little longer. A withdrawal adds, checks the
+//! balance and gives the token back if the balance went negative, so
+//! concurrent withdrawals can never overdraw the budget (at worst two racing
+//! for the last token both lose).
 //!
 //! ```
 //! use std::time::Duration;
@@ -52,6 +57,8 @@ const SCALE: i64 = 1_000_000_000;
 const BUCKETS: u64 = 10;
 /// Marks a bucket being reset.
 const ROTATING: u64 = u64::MAX;
+/// Deposits between two clock reads.
+const FLUSH_EVERY: u64 = 8;
 /// The largest accepted ratio (Finagle accepts 0..=1000; we accept 0..=100 so
 /// a bucket cannot overflow under any realistic load).
 pub const MAX_RATIO: f64 = 100.0;
@@ -66,6 +73,8 @@ struct Inner {
     start: Instant,
     bucket_nanos: u64,
     slots: [Slot; BUCKETS as usize],
+    /// Deposits not yet dated into a bucket.
+    pending: AtomicU64,
     deposit: i64,
     reserve: i64,
     window: Duration,
@@ -121,6 +130,7 @@ impl RetryBudget {
                 start: Instant::now(),
                 bucket_nanos,
                 slots: Default::default(),
+                pending: AtomicU64::new(0),
                 deposit,
                 reserve,
                 window,
@@ -147,9 +157,13 @@ impl RetryBudget {
 
     /// Record one original request.
     pub fn deposit(&self) {
-        if self.inner.deposit != 0 {
-            let epoch = self.inner.epoch_now();
-            self.inner.add(epoch, self.inner.deposit);
+        let inner = &*self.inner;
+        if inner.deposit == 0 {
+            return;
+        }
+        let n = inner.pending.fetch_add(1, Ordering::AcqRel) + 1;
+        if n % FLUSH_EVERY == 0 {
+            inner.flush(inner.epoch_now());
         }
     }
 
@@ -157,6 +171,7 @@ impl RetryBudget {
     pub fn try_withdraw(&self) -> bool {
         let inner = &*self.inner;
         let epoch = inner.epoch_now();
+        inner.flush(epoch);
         inner.add(epoch, -SCALE);
         if inner.reserve.saturating_add(inner.sum(epoch)) >= 0 {
             true
@@ -169,10 +184,9 @@ impl RetryBudget {
     /// The whole retries available now.
     pub fn available(&self) -> u64 {
         let inner = &*self.inner;
-        let balance = inner
-            .reserve
-            .saturating_add(inner.sum(inner.epoch_now()))
-            .max(0);
+        let epoch = inner.epoch_now();
+        inner.flush(epoch);
+        let balance = inner.reserve.saturating_add(inner.sum(epoch)).max(0);
         (balance / SCALE) as u64
     }
 }
@@ -183,6 +197,15 @@ impl Inner {
         let elapsed = Instant::now().saturating_duration_since(self.start);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         (nanos / self.bucket_nanos).saturating_add(1)
+    }
+
+    /// Date the pending deposits into `epoch`'s bucket.
+    fn flush(&self, epoch: u64) {
+        let n = self.pending.swap(0, Ordering::AcqRel);
+        if n != 0 {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.add(epoch, n.saturating_mul(self.deposit));
+        }
     }
 
     fn add(&self, epoch: u64, amount: i64) {
@@ -322,6 +345,27 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         // The first five expired, the last five not yet.
         assert_eq!(drain(&b), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_are_dated_at_most_seven_late() {
+        let b = RetryBudget::new(Duration::from_secs(1), 0, 0.5).unwrap();
+        // Eight deposits: the eighth dates all of them now.
+        for _ in 0..8 {
+            b.deposit();
+        }
+        // Three more stay pending until the clock is next read.
+        for _ in 0..3 {
+            b.deposit();
+        }
+        tokio::time::advance(Duration::from_millis(950)).await;
+        // Read at 950 ms: the three are dated now, the eight are still live.
+        assert_eq!(b.available(), 5);
+        tokio::time::advance(Duration::from_millis(50)).await;
+        // The eight expired with their bucket; the three live on.
+        assert_eq!(b.available(), 1);
+        tokio::time::advance(Duration::from_millis(950)).await;
+        assert_eq!(b.available(), 0);
     }
 
     #[test]
