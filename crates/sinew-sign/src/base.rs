@@ -1,0 +1,680 @@
+//! The signature base (RFC 9421 section 2.5) and signature parameters.
+
+use std::fmt;
+
+use base64::Engine as _;
+use http::{HeaderMap, Method, StatusCode, Uri};
+use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use sfv::{BareItem, InnerList, Item, List, ListEntry, Parameters, Parser, SerializeValue};
+
+use crate::component::{Component, FieldOpts, Kind};
+
+/// The `application/x-www-form-urlencoded` percent-encode set (RFC 9421
+/// section 2.2.8 re-encodes query parameter names and values with it).
+const FORM: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'*')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_');
+
+/// The message a signature base is built from: a request (method, target
+/// URI, headers) or a response (status, headers).
+///
+/// When a request's URI is in origin form (`/path?query`, as servers see
+/// it), `@authority` comes from the `Host` header and `@scheme` from
+/// [`MessageRef::with_scheme`] (default `http`).
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRef<'a> {
+    kind: MsgKind<'a>,
+    headers: &'a HeaderMap,
+    scheme: &'a str,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum MsgKind<'a> {
+    Request { method: &'a Method, uri: &'a Uri },
+    Response { status: StatusCode },
+}
+
+impl<'a> MessageRef<'a> {
+    /// A request.
+    pub fn request(parts: &'a http::request::Parts) -> Self {
+        Self::from_request(&parts.method, &parts.uri, &parts.headers)
+    }
+
+    /// A request given by its pieces.
+    pub fn from_request(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        Self {
+            kind: MsgKind::Request { method, uri },
+            headers,
+            scheme: "http",
+        }
+    }
+
+    /// A response (only `@status` and fields can be covered).
+    pub fn response(parts: &'a http::response::Parts) -> Self {
+        Self {
+            kind: MsgKind::Response {
+                status: parts.status,
+            },
+            headers: &parts.headers,
+            scheme: "http",
+        }
+    }
+
+    /// The scheme to assume when the URI has none (origin form).
+    pub fn with_scheme(mut self, scheme: &'a str) -> Self {
+        self.scheme = scheme;
+        self
+    }
+
+    fn request_parts(&self, c: &Component) -> Result<(&'a Method, &'a Uri), BaseError> {
+        match self.kind {
+            MsgKind::Request { method, uri } => Ok((method, uri)),
+            MsgKind::Response { .. } => Err(BaseError::NotApplicable(c.id.clone())),
+        }
+    }
+
+    fn scheme_of(&self, uri: &Uri) -> String {
+        uri.scheme_str().unwrap_or(self.scheme).to_ascii_lowercase()
+    }
+
+    /// The normalised `@authority`: lower-case host, default port dropped.
+    /// From the URI's authority, or else the `Host` header.
+    pub fn authority(&self) -> Result<String, BaseError> {
+        let uri = match self.kind {
+            MsgKind::Request { uri, .. } => uri,
+            MsgKind::Response { .. } => {
+                return Err(BaseError::NotApplicable("\"@authority\"".into()))
+            }
+        };
+        let scheme = self.scheme_of(uri);
+        let parsed;
+        let authority = match uri.authority() {
+            Some(a) => a,
+            None => {
+                let mut hosts = self.headers.get_all(http::header::HOST).iter();
+                let host = hosts.next().ok_or(BaseError::NoAuthority)?;
+                if hosts.next().is_some() {
+                    return Err(BaseError::NoAuthority);
+                }
+                parsed = host
+                    .to_str()
+                    .ok()
+                    .and_then(|h| h.trim().parse::<http::uri::Authority>().ok())
+                    .ok_or(BaseError::NoAuthority)?;
+                &parsed
+            }
+        };
+        let host = authority.host().to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(BaseError::NoAuthority);
+        }
+        Ok(match authority.port_u16() {
+            Some(80) if scheme == "http" => host,
+            Some(443) if scheme == "https" => host,
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        })
+    }
+
+    /// The value of one component, as it appears after `": "` in the base.
+    pub fn component_value(&self, c: &Component) -> Result<String, BaseError> {
+        let path_of = |uri: &Uri| -> String {
+            let p = uri.path();
+            if p.is_empty() {
+                "/".to_owned()
+            } else {
+                p.to_owned()
+            }
+        };
+        match &c.kind {
+            Kind::Method => Ok(self.request_parts(c)?.0.as_str().to_owned()),
+            Kind::Authority => self.authority(),
+            Kind::Scheme => {
+                let (_, uri) = self.request_parts(c)?;
+                Ok(self.scheme_of(uri))
+            }
+            Kind::TargetUri => {
+                let (_, uri) = self.request_parts(c)?;
+                let mut s = self.scheme_of(uri);
+                s.push_str("://");
+                s.push_str(&self.authority()?);
+                s.push_str(&path_of(uri));
+                if let Some(q) = uri.query() {
+                    s.push('?');
+                    s.push_str(q);
+                }
+                Ok(s)
+            }
+            Kind::RequestTarget => {
+                let (method, uri) = self.request_parts(c)?;
+                if method == Method::CONNECT {
+                    return self.authority();
+                }
+                let mut s = path_of(uri);
+                if let Some(q) = uri.query() {
+                    s.push('?');
+                    s.push_str(q);
+                }
+                Ok(s)
+            }
+            Kind::Path => Ok(path_of(self.request_parts(c)?.1)),
+            Kind::Query => {
+                let (_, uri) = self.request_parts(c)?;
+                Ok(format!("?{}", uri.query().unwrap_or("")))
+            }
+            Kind::QueryParam(name) => {
+                let (_, uri) = self.request_parts(c)?;
+                query_param(uri.query().unwrap_or(""), name)
+                    .ok_or_else(|| BaseError::MissingComponent(c.id.clone()))?
+            }
+            Kind::Status => match self.kind {
+                MsgKind::Response { status } => Ok(status.as_u16().to_string()),
+                MsgKind::Request { .. } => Err(BaseError::NotApplicable(c.id.clone())),
+            },
+            Kind::Field(opts) => self.field_value(c, opts),
+        }
+    }
+
+    fn field_value(&self, c: &Component, opts: &FieldOpts) -> Result<String, BaseError> {
+        let values: Vec<&[u8]> = self
+            .headers
+            .get_all(opts.name.as_str())
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if values.is_empty() {
+            return Err(BaseError::MissingComponent(c.id.clone()));
+        }
+        if opts.bs {
+            let mut out = String::new();
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push(':');
+                out.push_str(&base64::engine::general_purpose::STANDARD.encode(trim_ows(v)));
+                out.push(':');
+            }
+            return Ok(out);
+        }
+        let mut combined = String::new();
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                combined.push_str(", ");
+            }
+            let v = std::str::from_utf8(trim_ows(v))
+                .ok()
+                .filter(|s| s.is_ascii())
+                .ok_or_else(|| BaseError::NonAscii(c.id.clone()))?;
+            combined.push_str(v);
+        }
+        if opts.sf || opts.key.is_some() {
+            return structured(&combined, opts.key.as_deref())
+                .ok_or_else(|| BaseError::NotStructured(c.id.clone()));
+        }
+        Ok(combined)
+    }
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// Re-serialise a structured field (dictionary, then list, then item), or
+/// one member of a dictionary when `key` is given.
+fn structured(value: &str, key: Option<&str>) -> Option<String> {
+    if let Some(key) = key {
+        let dict = Parser::parse_dictionary(value.as_bytes()).ok()?;
+        return match dict.get(key)? {
+            ListEntry::Item(item) => item.serialize_value().ok(),
+            ListEntry::InnerList(inner) => {
+                let list: List = vec![ListEntry::InnerList(inner.clone())];
+                list.serialize_value().ok()
+            }
+        };
+    }
+    if let Ok(d) = Parser::parse_dictionary(value.as_bytes()) {
+        if let Ok(s) = d.serialize_value() {
+            return Some(s);
+        }
+    }
+    if let Ok(l) = Parser::parse_list(value.as_bytes()) {
+        if let Ok(s) = l.serialize_value() {
+            return Some(s);
+        }
+    }
+    Parser::parse_item(value.as_bytes())
+        .ok()
+        .and_then(|i| i.serialize_value().ok())
+}
+
+/// `Some(Ok(value))` for exactly one occurrence of the (encoded) `name`;
+/// `Some(Err)` when it occurs more than once; `None` when absent.
+fn query_param(query: &str, name: &str) -> Option<Result<String, BaseError>> {
+    let mut found: Option<String> = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (n, v) = match pair.find('=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, ""),
+        };
+        if form_reencode(n) != name {
+            continue;
+        }
+        if found.is_some() {
+            return Some(Err(BaseError::RepeatedQueryParam(name.to_owned())));
+        }
+        found = Some(form_reencode(v));
+    }
+    found.map(Ok)
+}
+
+fn form_reencode(raw: &str) -> String {
+    let plus_as_space = raw.replace('+', " ");
+    let decoded = percent_decode(plus_as_space.as_bytes()).decode_utf8_lossy();
+    utf8_percent_encode(&decoded, FORM).to_string()
+}
+
+/// Why a signature base could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BaseError {
+    /// A covered component is absent from the message.
+    MissingComponent(String),
+    /// A covered component does not exist for this kind of message.
+    NotApplicable(String),
+    /// A covered field holds non-ASCII bytes (use `;bs`).
+    NonAscii(String),
+    /// A field covered with `;sf` or `;key` is not a valid structured field
+    /// (or lacks the key).
+    NotStructured(String),
+    /// A `@query-param` occurs more than once in the query.
+    RepeatedQueryParam(String),
+    /// Neither the URI nor a single `Host` header gives an authority.
+    NoAuthority,
+    /// A component identifier is listed twice.
+    DuplicateComponent(String),
+    /// The parameters cannot be serialised.
+    Params(String),
+}
+
+impl fmt::Display for BaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BaseError::MissingComponent(c) => write!(f, "covered component {c} is missing"),
+            BaseError::NotApplicable(c) => {
+                write!(f, "component {c} does not apply to this message")
+            }
+            BaseError::NonAscii(c) => write!(f, "component {c} is not ASCII"),
+            BaseError::NotStructured(c) => {
+                write!(f, "component {c} is not a valid structured field")
+            }
+            BaseError::RepeatedQueryParam(n) => {
+                write!(f, "query parameter {n:?} occurs more than once")
+            }
+            BaseError::NoAuthority => f.write_str("the request has no (single) authority"),
+            BaseError::DuplicateComponent(c) => write!(f, "component {c} is covered twice"),
+            BaseError::Params(e) => write!(f, "invalid signature parameters: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BaseError {}
+
+/// The signature parameters (RFC 9421 section 2.3): covered components and
+/// metadata. Serialises as the inner list found in `Signature-Input` and in
+/// the last line of the base.
+///
+/// ```
+/// use sinew_sign::{parse_components, SignatureParams};
+/// let params = SignatureParams::new(parse_components("date @authority content-type").unwrap())
+///     .created(1618884473)
+///     .keyid("test-shared-secret");
+/// assert_eq!(
+///     params.serialize().unwrap(),
+///     r#"("date" "@authority" "content-type");created=1618884473;keyid="test-shared-secret""#
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignatureParams {
+    /// The covered components, in order.
+    pub components: Vec<Component>,
+    /// `created` (Unix seconds).
+    pub created: Option<i64>,
+    /// `expires` (Unix seconds).
+    pub expires: Option<i64>,
+    /// `nonce`.
+    pub nonce: Option<String>,
+    /// `alg`.
+    pub alg: Option<String>,
+    /// `keyid`.
+    pub keyid: Option<String>,
+    /// `tag`.
+    pub tag: Option<String>,
+    /// As received (kept so the base repeats exactly what was signed,
+    /// including unknown parameters and their order); `None` when built here.
+    pub(crate) received: Option<InnerList>,
+}
+
+impl SignatureParams {
+    /// Parameters covering `components`, with no metadata yet.
+    pub fn new(components: Vec<Component>) -> Self {
+        Self {
+            components,
+            created: None,
+            expires: None,
+            nonce: None,
+            alg: None,
+            keyid: None,
+            tag: None,
+            received: None,
+        }
+    }
+
+    /// Set `created`.
+    pub fn created(mut self, t: i64) -> Self {
+        self.created = Some(t);
+        self
+    }
+    /// Set `expires`.
+    pub fn expires(mut self, t: i64) -> Self {
+        self.expires = Some(t);
+        self
+    }
+    /// Set `nonce`.
+    pub fn nonce(mut self, n: impl Into<String>) -> Self {
+        self.nonce = Some(n.into());
+        self
+    }
+    /// Set `alg`.
+    pub fn alg(mut self, a: impl Into<String>) -> Self {
+        self.alg = Some(a.into());
+        self
+    }
+    /// Set `keyid`.
+    pub fn keyid(mut self, k: impl Into<String>) -> Self {
+        self.keyid = Some(k.into());
+        self
+    }
+    /// Set `tag`.
+    pub fn tag(mut self, t: impl Into<String>) -> Self {
+        self.tag = Some(t.into());
+        self
+    }
+
+    /// The inner list: components, then `created`, `expires`, `keyid`,
+    /// `nonce`, `alg`, `tag` (those that are set), or the list as received.
+    pub fn to_inner_list(&self) -> InnerList {
+        if let Some(r) = &self.received {
+            return r.clone();
+        }
+        let items: Vec<Item> = self.components.iter().map(|c| c.item.clone()).collect();
+        let mut params = Parameters::new();
+        if let Some(t) = self.created {
+            params.insert("created".into(), BareItem::Integer(t));
+        }
+        if let Some(t) = self.expires {
+            params.insert("expires".into(), BareItem::Integer(t));
+        }
+        if let Some(k) = &self.keyid {
+            params.insert("keyid".into(), BareItem::String(k.clone()));
+        }
+        if let Some(n) = &self.nonce {
+            params.insert("nonce".into(), BareItem::String(n.clone()));
+        }
+        if let Some(a) = &self.alg {
+            params.insert("alg".into(), BareItem::String(a.clone()));
+        }
+        if let Some(t) = &self.tag {
+            params.insert("tag".into(), BareItem::String(t.clone()));
+        }
+        InnerList::with_params(items, params)
+    }
+
+    /// The serialised inner list (the `@signature-params` value).
+    pub fn serialize(&self) -> Result<String, BaseError> {
+        let list: List = vec![ListEntry::InnerList(self.to_inner_list())];
+        list.serialize_value()
+            .map_err(|e| BaseError::Params(e.to_owned()))
+    }
+
+    /// Read parameters from an inner list of `Signature-Input`.
+    pub fn from_inner_list(inner: &InnerList) -> Result<Self, ParamsError> {
+        let components = inner
+            .items
+            .iter()
+            .map(Component::from_item)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ParamsError(e.to_string()))?;
+        crate::component::check_unique(&components).map_err(|e| ParamsError(e.to_string()))?;
+        let mut p = SignatureParams::new(components);
+        for (name, value) in &inner.params {
+            let bad = || ParamsError(format!("parameter {name} has the wrong type"));
+            match name.as_str() {
+                "created" => p.created = Some(value.as_int().ok_or_else(bad)?),
+                "expires" => p.expires = Some(value.as_int().ok_or_else(bad)?),
+                "nonce" => p.nonce = Some(value.as_str().ok_or_else(bad)?.to_owned()),
+                "alg" => p.alg = Some(value.as_str().ok_or_else(bad)?.to_owned()),
+                "keyid" => p.keyid = Some(value.as_str().ok_or_else(bad)?.to_owned()),
+                "tag" => p.tag = Some(value.as_str().ok_or_else(bad)?.to_owned()),
+                _ => {} // extension parameters are signed but not interpreted
+            }
+        }
+        p.received = Some(inner.clone());
+        Ok(p)
+    }
+}
+
+/// `Signature-Input` parameters sinew cannot read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamsError(pub(crate) String);
+
+impl fmt::Display for ParamsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParamsError {}
+
+/// Build the signature base (RFC 9421 section 2.5): one line per covered
+/// component, `"<id>": <value>`, then `"@signature-params": <params>`,
+/// joined by LF with no final LF.
+///
+/// ```
+/// use sinew_sign::{parse_components, signature_base, MessageRef, SignatureParams};
+/// let req = http::Request::post("/foo?param=Value&Pet=dog")
+///     .header("host", "example.com")
+///     .body(())
+///     .unwrap();
+/// let (parts, ()) = req.into_parts();
+/// let params = SignatureParams::new(parse_components("@method @authority @query-param;name=\"Pet\"").unwrap())
+///     .created(1618884473);
+/// let base = signature_base(&MessageRef::request(&parts), &params).unwrap();
+/// assert_eq!(base, "\"@method\": POST\n\"@authority\": example.com\n\"@query-param\";name=\"Pet\": dog\n\
+/// \"@signature-params\": (\"@method\" \"@authority\" \"@query-param\";name=\"Pet\");created=1618884473");
+/// ```
+pub fn signature_base(
+    message: &MessageRef<'_>,
+    params: &SignatureParams,
+) -> Result<String, BaseError> {
+    let mut base = String::with_capacity(256);
+    for (i, c) in params.components.iter().enumerate() {
+        if params.components[..i].iter().any(|d| d.id == c.id) {
+            return Err(BaseError::DuplicateComponent(c.id.clone()));
+        }
+        let value = message.component_value(c)?;
+        base.push_str(&c.id);
+        base.push_str(": ");
+        base.push_str(&value);
+        base.push('\n');
+    }
+    base.push_str("\"@signature-params\": ");
+    base.push_str(&params.serialize()?);
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn value(parts: &http::request::Parts, c: &str) -> Result<String, BaseError> {
+        MessageRef::request(parts).component_value(&Component::parse(c).unwrap())
+    }
+
+    #[test]
+    fn authority_is_normalised() {
+        let p = req("http://Example.COM:80/a", &[]);
+        assert_eq!(value(&p, "@authority").unwrap(), "example.com");
+        let p = req("https://example.com:443/a", &[]);
+        assert_eq!(value(&p, "@authority").unwrap(), "example.com");
+        let p = req("https://example.com:80/a", &[]);
+        assert_eq!(value(&p, "@authority").unwrap(), "example.com:80");
+        let p = req("/a", &[("host", "API.example.com:8080")]);
+        assert_eq!(value(&p, "@authority").unwrap(), "api.example.com:8080");
+        let p = req("/a", &[]);
+        assert_eq!(value(&p, "@authority"), Err(BaseError::NoAuthority));
+        let p = req("/a", &[("host", "a"), ("host", "b")]);
+        assert_eq!(value(&p, "@authority"), Err(BaseError::NoAuthority));
+    }
+
+    #[test]
+    fn derived_components() {
+        let p = req("https://www.example.com/path?param=value", &[]);
+        assert_eq!(
+            value(&p, "@target-uri").unwrap(),
+            "https://www.example.com/path?param=value"
+        );
+        assert_eq!(value(&p, "@scheme").unwrap(), "https");
+        assert_eq!(value(&p, "@request-target").unwrap(), "/path?param=value");
+        assert_eq!(value(&p, "@path").unwrap(), "/path");
+        assert_eq!(value(&p, "@query").unwrap(), "?param=value");
+        let p = req("/path", &[("host", "h")]);
+        assert_eq!(value(&p, "@query").unwrap(), "?");
+        assert_eq!(value(&p, "@target-uri").unwrap(), "http://h/path");
+        let p = req(
+            "/path?param=value&foo=bar&baz=batman&qux=",
+            &[("host", "h")],
+        );
+        assert_eq!(
+            value(&p, "@query").unwrap(),
+            "?param=value&foo=bar&baz=batman&qux="
+        );
+        assert_eq!(value(&p, "@query-param;name=\"qux\"").unwrap(), "");
+        assert_eq!(value(&p, "@query-param;name=\"baz\"").unwrap(), "batman");
+        // RFC 9421 section 2.2.8 examples.
+        let p = req(
+            "/parameters?var=this%20is%20a%20big%0Aval&bar=with+plus+whitespace",
+            &[("host", "h")],
+        );
+        assert_eq!(
+            value(&p, "@query-param;name=\"var\"").unwrap(),
+            "this%20is%20a%20big%0Aval"
+        );
+        assert_eq!(
+            value(&p, "@query-param;name=\"bar\"").unwrap(),
+            "with%20plus%20whitespace"
+        );
+        let p = req("/p?a=1&a=2", &[("host", "h")]);
+        assert!(matches!(
+            value(&p, "@query-param;name=\"a\""),
+            Err(BaseError::RepeatedQueryParam(_))
+        ));
+        assert!(matches!(
+            value(&p, "@query-param;name=\"b\""),
+            Err(BaseError::MissingComponent(_))
+        ));
+        assert!(matches!(
+            value(&p, "@status"),
+            Err(BaseError::NotApplicable(_))
+        ));
+    }
+
+    #[test]
+    fn fields() {
+        // RFC 9421 section 2.1 examples.
+        let p = req(
+            "/",
+            &[
+                ("x-ows-header", "   Leading and trailing whitespace.   "),
+                ("x-obs-fold-header", "Obsolete line folding."),
+                ("cache-control", "max-age=60"),
+                ("cache-control", "   must-revalidate"),
+                ("example-dict", " a=1,    b=2;x=1;y=2,   c=(a   b   c)"),
+                ("x-empty-header", ""),
+            ],
+        );
+        assert_eq!(
+            value(&p, "x-ows-header").unwrap(),
+            "Leading and trailing whitespace."
+        );
+        assert_eq!(
+            value(&p, "cache-control").unwrap(),
+            "max-age=60, must-revalidate"
+        );
+        assert_eq!(value(&p, "x-empty-header").unwrap(), "");
+        assert_eq!(
+            value(&p, "example-dict").unwrap(),
+            "a=1,    b=2;x=1;y=2,   c=(a   b   c)"
+        );
+        assert_eq!(
+            value(&p, "example-dict;sf").unwrap(),
+            "a=1, b=2;x=1;y=2, c=(a b c)"
+        );
+        assert_eq!(value(&p, "example-dict;key=\"a\"").unwrap(), "1");
+        assert_eq!(value(&p, "example-dict;key=\"b\"").unwrap(), "2;x=1;y=2");
+        assert_eq!(value(&p, "example-dict;key=\"c\"").unwrap(), "(a b c)");
+        assert!(value(&p, "example-dict;key=\"zz\"").is_err());
+        assert!(matches!(
+            value(&p, "x-missing"),
+            Err(BaseError::MissingComponent(_))
+        ));
+        let p = req(
+            "/",
+            &[
+                ("example-header", "value, with, lots"),
+                ("example-header", "of, commas"),
+            ],
+        );
+        assert_eq!(
+            value(&p, "example-header;bs").unwrap(),
+            ":dmFsdWUsIHdpdGgsIGxvdHM=:, :b2YsIGNvbW1hcw==:"
+        );
+    }
+
+    #[test]
+    fn params_round_trip_through_sfv() {
+        let list =
+            Parser::parse_list(b"(\"@method\" \"x\";bs);keyid=\"k\";created=5;ext=?1;nonce=\"n\"")
+                .unwrap();
+        let ListEntry::InnerList(inner) = &list[0] else {
+            panic!("inner list expected")
+        };
+        let p = SignatureParams::from_inner_list(inner).unwrap();
+        assert_eq!(p.created, Some(5));
+        assert_eq!(p.keyid.as_deref(), Some("k"));
+        assert_eq!(p.nonce.as_deref(), Some("n"));
+        // The received order and unknown parameters are kept.
+        assert_eq!(
+            p.serialize().unwrap(),
+            "(\"@method\" \"x\";bs);keyid=\"k\";created=5;ext;nonce=\"n\""
+        );
+    }
+}

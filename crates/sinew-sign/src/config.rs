@@ -1,0 +1,345 @@
+//! Configuration of the signer and the verifier.
+
+use std::time::Duration;
+
+use crate::component::Component;
+
+/// The wire format of a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum Profile {
+    /// RFC 9421 HTTP Message Signatures with `hmac-sha256` (`Signature-Input`,
+    /// `Signature`, `Content-Digest`).
+    #[default]
+    Rfc9421,
+    /// microservice_comms' scheme: `X-Service-ID`, `X-Timestamp`,
+    /// `X-Signature` = hex HMAC-SHA256 of `METHOD|PATH|TIMESTAMP`.
+    Legacy,
+}
+
+impl Profile {
+    /// `"rfc9421"` or `"legacy"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Rfc9421 => "rfc9421",
+            Profile::Legacy => "legacy",
+        }
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rfc9421" => Ok(Profile::Rfc9421),
+            "legacy" => Ok(Profile::Legacy),
+            other => Err(format!("unknown profile {other:?} (rfc9421 or legacy)")),
+        }
+    }
+}
+
+/// How a [`Signer`](crate::Signer) signs. The key is given separately.
+///
+/// | field | default |
+/// |---|---|
+/// | `profile` | `rfc9421` |
+/// | `key_id` | `""` (must be set): the `keyid`, or the `X-Service-ID` for `legacy` |
+/// | `components` | `@method @authority @path @query content-digest` |
+/// | `label` | `sig1` |
+/// | `tag` | none |
+/// | `expires_in` | none (no `expires`) |
+/// | `nonce` | `true` (fresh random nonce per signing) |
+/// | `alg` | `true` (`alg="hmac-sha256"`) |
+/// | `scheme` | `http` (for `@scheme`/`@target-uri`/default port when the URI has no scheme) |
+/// | `body_limit` | 1 MiB (the layer buffers at most this much to compute `Content-Digest`) |
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct SignConfig {
+    /// The signature format.
+    pub profile: Profile,
+    /// `keyid` (RFC 9421) or service id (legacy).
+    pub key_id: String,
+    /// The covered components (RFC 9421).
+    pub components: Vec<Component>,
+    /// The signature label in `Signature-Input`/`Signature`.
+    pub label: String,
+    /// The `tag` parameter.
+    pub tag: Option<String>,
+    /// Add `expires = created + expires_in`.
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::opt_duration"))]
+    pub expires_in: Option<Duration>,
+    /// Add a fresh random `nonce` to every signature.
+    pub nonce: bool,
+    /// Add `alg="hmac-sha256"`.
+    pub alg: bool,
+    /// The scheme assumed when the request URI has none.
+    pub scheme: String,
+    /// The most body the layer buffers to compute `Content-Digest`.
+    pub body_limit: usize,
+}
+
+impl Default for SignConfig {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Rfc9421,
+            key_id: String::new(),
+            components: Component::defaults(),
+            label: "sig1".into(),
+            tag: None,
+            expires_in: None,
+            nonce: true,
+            alg: true,
+            scheme: "http".into(),
+            body_limit: 1024 * 1024,
+        }
+    }
+}
+
+impl SignConfig {
+    /// RFC 9421 signing under `key_id` with the defaults.
+    pub fn rfc9421(key_id: impl Into<String>) -> Self {
+        Self {
+            key_id: key_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Legacy signing as service `service_id`.
+    pub fn legacy(service_id: impl Into<String>) -> Self {
+        Self {
+            profile: Profile::Legacy,
+            key_id: service_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Set the covered components.
+    pub fn components(mut self, components: Vec<Component>) -> Self {
+        self.components = components;
+        self
+    }
+    /// Set the label.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+    /// Set the `tag`.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tag = Some(tag.into());
+        self
+    }
+    /// Add `expires` this long after `created`.
+    pub fn expires_in(mut self, d: Duration) -> Self {
+        self.expires_in = Some(d);
+        self
+    }
+    /// Add a nonce (default) or not.
+    pub fn nonce(mut self, on: bool) -> Self {
+        self.nonce = on;
+        self
+    }
+    /// Add `alg` (default) or not.
+    pub fn alg(mut self, on: bool) -> Self {
+        self.alg = on;
+        self
+    }
+    /// The scheme assumed for origin-form URIs.
+    pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
+        self.scheme = scheme.into();
+        self
+    }
+    /// The most body buffered for `Content-Digest`.
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+}
+
+/// Which profiles a [`Verifier`](crate::Verifier) accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+pub enum Accept {
+    /// RFC 9421 only (default).
+    #[default]
+    Rfc9421,
+    /// The legacy profile only.
+    Legacy,
+    /// Both: RFC 9421 when `Signature-Input` is present, else legacy (for a
+    /// fleet moving one service at a time).
+    Any,
+}
+
+impl Accept {
+    pub(crate) fn rfc9421(self) -> bool {
+        matches!(self, Accept::Rfc9421 | Accept::Any)
+    }
+    pub(crate) fn legacy(self) -> bool {
+        matches!(self, Accept::Legacy | Accept::Any)
+    }
+}
+
+impl From<Profile> for Accept {
+    fn from(p: Profile) -> Self {
+        match p {
+            Profile::Rfc9421 => Accept::Rfc9421,
+            Profile::Legacy => Accept::Legacy,
+        }
+    }
+}
+
+/// How a [`Verifier`](crate::Verifier) checks. Keys come from a
+/// [`KeyStore`](crate::KeyStore) given separately.
+///
+/// | field | default |
+/// |---|---|
+/// | `accept` | `rfc9421` |
+/// | `required_components` | `@method @authority @path @query content-digest` |
+/// | `label` | none: the first signature in `Signature-Input` |
+/// | `max_age` | 300 s (`created` older than this is refused) |
+/// | `skew` | 30 s (`created` this far in the future, or `expires` this far past, is tolerated) |
+/// | `body_limit` | 1 MiB (larger bodies: 413) |
+/// | `replay_capacity` | 100 000 live signatures remembered |
+/// | `replay_protection` | `true` (RFC 9421) |
+/// | `legacy_replay_protection` | `false` (microservice_comms resends the same signature on retries) |
+/// | `scheme` | `http` (for `@scheme`/`@target-uri` of origin-form requests) |
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct VerifyConfig {
+    /// Accepted profiles.
+    pub accept: Accept,
+    /// Components every RFC 9421 signature must cover.
+    pub required_components: Vec<Component>,
+    /// The label to verify; `None`: the first one.
+    pub label: Option<String>,
+    /// The oldest accepted `created` (or `X-Timestamp`).
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
+    pub max_age: Duration,
+    /// Tolerated clock difference.
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
+    pub skew: Duration,
+    /// The most body buffered to check `Content-Digest`.
+    pub body_limit: usize,
+    /// How many live signatures the replay cache holds at most.
+    pub replay_capacity: usize,
+    /// Refuse an RFC 9421 signature seen before within its window.
+    pub replay_protection: bool,
+    /// Refuse a legacy signature seen before within the window.
+    pub legacy_replay_protection: bool,
+    /// The scheme assumed when the request URI has none.
+    pub scheme: String,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            accept: Accept::Rfc9421,
+            required_components: Component::defaults(),
+            label: None,
+            max_age: Duration::from_secs(300),
+            skew: Duration::from_secs(30),
+            body_limit: 1024 * 1024,
+            replay_capacity: 100_000,
+            replay_protection: true,
+            legacy_replay_protection: false,
+            scheme: "http".into(),
+        }
+    }
+}
+
+impl VerifyConfig {
+    /// Set the accepted profiles.
+    pub fn accept(mut self, accept: impl Into<Accept>) -> Self {
+        self.accept = accept.into();
+        self
+    }
+    /// Set the required components.
+    pub fn required_components(mut self, components: Vec<Component>) -> Self {
+        self.required_components = components;
+        self
+    }
+    /// Verify the signature with this label.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+    /// Set the maximum age.
+    pub fn max_age(mut self, d: Duration) -> Self {
+        self.max_age = d;
+        self
+    }
+    /// Set the tolerated skew.
+    pub fn skew(mut self, d: Duration) -> Self {
+        self.skew = d;
+        self
+    }
+    /// Set the body limit.
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = limit;
+        self
+    }
+    /// Set the replay cache capacity.
+    pub fn replay_capacity(mut self, n: usize) -> Self {
+        self.replay_capacity = n;
+        self
+    }
+    /// Turn RFC 9421 replay protection on (default) or off.
+    pub fn replay_protection(mut self, on: bool) -> Self {
+        self.replay_protection = on;
+        self
+    }
+    /// Turn legacy replay protection on or off (default).
+    pub fn legacy_replay_protection(mut self, on: bool) -> Self {
+        self.legacy_replay_protection = on;
+        self
+    }
+    /// The scheme assumed for origin-form URIs.
+    pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
+        self.scheme = scheme.into();
+        self
+    }
+}
+
+#[cfg(feature = "serde")]
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Duration, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "serde")]
+pub(crate) mod opt_duration {
+    use std::time::Duration;
+
+    pub(crate) fn serialize<S: serde::Serializer>(
+        d: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}

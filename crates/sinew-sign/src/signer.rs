@@ -1,0 +1,249 @@
+//! Signing: the synchronous core used by [`HmacSignLayer`](crate::HmacSignLayer)
+//! and by the `sinew sign` command.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use rand::RngCore as _;
+use sfv::{BareItem, Dictionary, Item, ListEntry, Parser, SerializeValue};
+use sinew_core::clock::{Clock, SystemClock};
+use sinew_core::headers::{
+    CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
+};
+
+use crate::base::{signature_base, MessageRef, SignatureParams};
+use crate::config::{Profile, SignConfig};
+use crate::digest::content_digest;
+use crate::error::SignError;
+use crate::key::SecretKey;
+
+/// The algorithm name of RFC 9421's HMAC-SHA256.
+pub const ALG_HMAC_SHA256: &str = "hmac-sha256";
+
+/// Signs requests. Cheap to clone.
+///
+/// ```
+/// use sinew_sign::{SecretKey, SignConfig, Signer};
+/// use sinew_core::FixedClock;
+///
+/// let signer = Signer::new(SignConfig::rfc9421("orders"), SecretKey::from_text("k").unwrap())
+///     .unwrap()
+///     .with_clock(FixedClock::at_unix(1_700_000_000));
+/// let (mut parts, body) = http::Request::post("http://inventory.internal/reserve?sku=1")
+///     .body(b"{}".to_vec())
+///     .unwrap()
+///     .into_parts();
+/// signer.sign(&mut parts, &body).unwrap();
+/// assert!(parts.headers["signature-input"].to_str().unwrap().starts_with(
+///     "sig1=(\"@method\" \"@authority\" \"@path\" \"@query\" \"content-digest\");created=1700000000;keyid=\"orders\";nonce="
+/// ));
+/// assert_eq!(parts.headers["content-digest"], "sha-256=:RBNvo1WzZ4oRRq0W9+hknpT7T8If536DEMBg9hyq/4o=:");
+/// ```
+#[derive(Clone)]
+pub struct Signer {
+    inner: Arc<SignerInner>,
+    clock: Arc<dyn Clock>,
+}
+
+struct SignerInner {
+    config: SignConfig,
+    key: SecretKey,
+    covers_digest: bool,
+    service_id: Option<HeaderValue>,
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signer")
+            .field("config", &self.inner.config)
+            .field("key", &self.inner.key)
+            .field("clock", &self.clock)
+            .finish()
+    }
+}
+
+impl Signer {
+    /// A signer for `config` with `key`, on the system clock.
+    ///
+    /// Fails when the key id is empty, the label is not a valid
+    /// structured-field key, a component is listed twice, or the tag or key
+    /// id cannot be written as a structured-field string.
+    pub fn new(config: SignConfig, key: SecretKey) -> Result<Self, SignError> {
+        if config.key_id.is_empty() {
+            return Err(SignError::Config("the key id is empty".into()));
+        }
+        let mut service_id = None;
+        match config.profile {
+            Profile::Rfc9421 => {
+                crate::component::check_unique(&config.components)
+                    .map_err(|e| SignError::Config(e.to_string()))?;
+                // Check that the label, key id and tag serialise.
+                let probe = SignatureParams::new(config.components.clone())
+                    .keyid(config.key_id.clone())
+                    .created(0);
+                let probe = match &config.tag {
+                    Some(t) => probe.tag(t.clone()),
+                    None => probe,
+                };
+                let mut dict = Dictionary::new();
+                dict.insert(
+                    config.label.clone(),
+                    ListEntry::InnerList(probe.to_inner_list()),
+                );
+                dict.serialize_value().map_err(|e| {
+                    SignError::Config(format!("label, key id or tag cannot be serialised: {e}"))
+                })?;
+            }
+            Profile::Legacy => {
+                service_id = Some(HeaderValue::from_str(&config.key_id).map_err(|_| {
+                    SignError::Config("the service id is not a valid header value".into())
+                })?);
+            }
+        }
+        let covers_digest = config.profile == Profile::Rfc9421
+            && config.components.iter().any(|c| c.is_content_digest());
+        Ok(Self {
+            inner: Arc::new(SignerInner {
+                config,
+                key,
+                covers_digest,
+                service_id,
+            }),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Take "now" (`created`, `X-Timestamp`) from `clock`.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SignConfig {
+        &self.inner.config
+    }
+
+    /// Whether signing needs the body (`content-digest` is covered).
+    pub fn needs_body(&self) -> bool {
+        self.inner.covers_digest
+    }
+
+    /// Sign the request described by `parts` whose body is `body`: add
+    /// `Content-Digest` (when covered), `Signature-Input` and `Signature`
+    /// (RFC 9421; a signature already present under another label is kept,
+    /// one under the same label replaced), or `X-Service-ID`, `X-Timestamp`
+    /// and `X-Signature` (legacy).
+    pub fn sign(&self, parts: &mut http::request::Parts, body: &[u8]) -> Result<(), SignError> {
+        let now = self.clock.unix_seconds();
+        match self.inner.config.profile {
+            Profile::Rfc9421 => self.sign_rfc9421(parts, body, now),
+            Profile::Legacy => {
+                self.sign_legacy(parts, now);
+                Ok(())
+            }
+        }
+    }
+
+    fn sign_rfc9421(
+        &self,
+        parts: &mut http::request::Parts,
+        body: &[u8],
+        now: u64,
+    ) -> Result<(), SignError> {
+        let cfg = &self.inner.config;
+        if self.inner.covers_digest {
+            let digest = HeaderValue::from_str(&content_digest(body))
+                .map_err(|_| SignError::Config("content digest".into()))?;
+            parts.headers.insert(CONTENT_DIGEST, digest);
+        }
+        let created = i64::try_from(now).unwrap_or(i64::MAX);
+        let mut params = SignatureParams::new(cfg.components.clone())
+            .created(created)
+            .keyid(cfg.key_id.clone());
+        if let Some(d) = cfg.expires_in {
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            params = params.expires(created.saturating_add(secs));
+        }
+        if cfg.nonce {
+            params = params.nonce(fresh_nonce());
+        }
+        if cfg.alg {
+            params = params.alg(ALG_HMAC_SHA256);
+        }
+        if let Some(t) = &cfg.tag {
+            params = params.tag(t.clone());
+        }
+        let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
+        let base = signature_base(&message, &params)?;
+        let mac = self.inner.key.hmac_sha256(base.as_bytes());
+        tracing::debug!(
+            key_id = %cfg.key_id,
+            label = %cfg.label,
+            created,
+            "request signed (rfc9421)"
+        );
+        let input = ListEntry::InnerList(params.to_inner_list());
+        let sig = ListEntry::Item(Item::new(BareItem::ByteSeq(mac.to_vec())));
+        set_dict_member(&mut parts.headers, SIGNATURE_INPUT, &cfg.label, input)?;
+        set_dict_member(&mut parts.headers, SIGNATURE, &cfg.label, sig)?;
+        Ok(())
+    }
+
+    fn sign_legacy(&self, parts: &mut http::request::Parts, now: u64) {
+        let method = parts.method.as_str().to_ascii_uppercase();
+        let ts = now.to_string();
+        let message = format!("{method}|{}|{ts}", parts.uri.path());
+        let mac = self.inner.key.hmac_sha256(message.as_bytes());
+        let h = &mut parts.headers;
+        if let Some(sid) = &self.inner.service_id {
+            h.insert(X_SERVICE_ID, sid.clone());
+        }
+        h.insert(X_TIMESTAMP, HeaderValue::from(now));
+        // Lower-case hex is always a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&hex::encode(mac)) {
+            h.insert(X_SIGNATURE, v);
+        }
+        tracing::debug!(service_id = %self.inner.config.key_id, timestamp = now, "request signed (legacy)");
+    }
+}
+
+/// 128 random bits from the thread's CSPRNG, base64url without padding.
+fn fresh_nonce() -> String {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Put `label = value` into the dictionary field `name`, keeping other
+/// members (an unparsable existing field is replaced).
+fn set_dict_member(
+    headers: &mut HeaderMap,
+    name: HeaderName,
+    label: &str,
+    value: ListEntry,
+) -> Result<(), SignError> {
+    let mut dict = Dictionary::new();
+    let existing: Vec<&[u8]> = headers
+        .get_all(&name)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if !existing.is_empty() {
+        let joined = existing.join(&b", "[..]);
+        if let Ok(d) = Parser::parse_dictionary(&joined) {
+            dict = d;
+        }
+        dict.shift_remove(label);
+    }
+    dict.insert(label.to_owned(), value);
+    let text = dict
+        .serialize_value()
+        .map_err(|e| SignError::Config(format!("cannot serialise {name}: {e}")))?;
+    let value = HeaderValue::from_str(&text)
+        .map_err(|_| SignError::Config(format!("cannot write {name}")))?;
+    headers.insert(name, value);
+    Ok(())
+}

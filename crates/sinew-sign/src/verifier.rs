@@ -1,0 +1,479 @@
+//! Verification: the synchronous core used by
+//! [`VerifySignatureLayer`](crate::VerifySignatureLayer) and by the
+//! `sinew verify` command.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use sfv::{BareItem, ListEntry, Parser};
+use sinew_core::clock::{Clock, SystemClock};
+use sinew_core::headers::{
+    CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
+};
+
+use crate::base::{signature_base, BaseError, MessageRef, SignatureParams};
+use crate::config::{Profile, VerifyConfig};
+use crate::digest::{check_content_digest, DigestCheck};
+use crate::error::{Rejection, RejectionKind};
+use crate::key::KeyStore;
+use crate::replay::{ReplayCache, ReplayError};
+use crate::signer::ALG_HMAC_SHA256;
+
+/// Who signed a verified request. The verify layer inserts it into the
+/// request's extensions so handlers can authorise by caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct VerifiedCaller {
+    /// The `keyid` (RFC 9421) or `X-Service-ID` (legacy).
+    pub key_id: String,
+    /// The profile of the signature.
+    pub profile: Profile,
+    /// The signature's label (RFC 9421).
+    pub label: Option<String>,
+    /// `created` or `X-Timestamp` (Unix seconds).
+    pub created: i64,
+    /// `expires`, when given.
+    pub expires: Option<i64>,
+    /// `nonce`, when given.
+    pub nonce: Option<String>,
+    /// `tag`, when given.
+    pub tag: Option<String>,
+    /// The covered components as serialised identifiers (RFC 9421), e.g.
+    /// `"@method"`; for legacy: `@method` and `@path`.
+    pub covered: Vec<String>,
+}
+
+/// Verifies signed requests. Cheap to clone; clones share the replay cache.
+///
+/// Checks, in order, each with its own [`RejectionKind`]: a signature of an
+/// accepted profile is present; it parses (`keyid` and `created` present);
+/// the key is known; `alg`, if given, is `hmac-sha256`; the required
+/// components are covered; `created` is not in the future beyond the skew;
+/// `expires` has not passed (beyond the skew); `created` is not older than
+/// the maximum age; every covered component is present; the signature
+/// matches (constant time); `Content-Digest`, when present, matches the body;
+/// the signature was not seen before within its window.
+///
+/// ```
+/// use sinew_sign::{SecretKey, SignConfig, Signer, StaticKeyStore, Verifier, VerifyConfig};
+/// let key = SecretKey::from_text("k").unwrap();
+/// let signer = Signer::new(SignConfig::rfc9421("orders"), key.clone()).unwrap();
+/// let verifier = Verifier::new(VerifyConfig::default(), StaticKeyStore::new().with_key("orders", key));
+///
+/// let (mut parts, _) = http::Request::get("http://inventory.internal/items").body(()).unwrap().into_parts();
+/// signer.sign(&mut parts, b"").unwrap();
+/// let caller = verifier.verify(&parts, b"").unwrap();
+/// assert_eq!(caller.key_id, "orders");
+/// // The same signature again is a replay.
+/// assert_eq!(verifier.verify(&parts, b"").unwrap_err().reason(), "replayed");
+/// ```
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<VerifierInner>,
+    clock: Arc<dyn Clock>,
+}
+
+struct VerifierInner {
+    config: VerifyConfig,
+    keys: Box<dyn KeyStore>,
+    replay: ReplayCache,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.inner.config)
+            .field("replay", &self.inner.replay)
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier for `config` taking keys from `keys`, on the system clock.
+    pub fn new(config: VerifyConfig, keys: impl KeyStore) -> Self {
+        let replay = ReplayCache::new(config.replay_capacity);
+        Self {
+            inner: Arc::new(VerifierInner {
+                config,
+                keys: Box::new(keys),
+                replay,
+            }),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Take "now" from `clock`.
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VerifyConfig {
+        &self.inner.config
+    }
+
+    /// Verify the request described by `parts` whose body is `body` (the
+    /// bytes actually received). Counts the outcome in
+    /// `sinew_signature_verifications_total{result}` (`ok` or the reason).
+    pub fn verify(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<VerifiedCaller, Rejection> {
+        let outcome = self.check(parts, body);
+        match &outcome {
+            Ok(caller) => {
+                metrics::counter!("sinew_signature_verifications_total", "result" => "ok")
+                    .increment(1);
+                tracing::debug!(
+                    key_id = %caller.key_id,
+                    profile = caller.profile.as_str(),
+                    "signature verified"
+                );
+            }
+            Err(r) => {
+                metrics::counter!("sinew_signature_verifications_total", "result" => r.reason())
+                    .increment(1);
+                if r.kind() == RejectionKind::ReplayCacheFull {
+                    tracing::warn!(
+                        reason = r.reason(),
+                        "signature check refused: replay cache full"
+                    );
+                } else {
+                    tracing::info!(
+                        reason = r.reason(),
+                        detail = r.detail(),
+                        method = %parts.method,
+                        path = parts.uri.path(),
+                        "signature rejected"
+                    );
+                }
+            }
+        }
+        outcome
+    }
+
+    fn check(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<VerifiedCaller, Rejection> {
+        let cfg = &self.inner.config;
+        if body.len() > cfg.body_limit {
+            return Err(Rejection::new(
+                RejectionKind::BodyTooLarge,
+                format!("the body exceeds {} bytes", cfg.body_limit),
+            ));
+        }
+        let h = &parts.headers;
+        let has_rfc = h.contains_key(SIGNATURE_INPUT) || h.contains_key(SIGNATURE);
+        if cfg.accept.rfc9421() && has_rfc {
+            return self.check_rfc9421(parts, body);
+        }
+        if cfg.accept.legacy() && h.contains_key(X_SIGNATURE) {
+            return self.check_legacy(parts, body);
+        }
+        let expected = match (cfg.accept.rfc9421(), cfg.accept.legacy()) {
+            (true, true) => "no Signature-Input/Signature or X-Signature header",
+            (false, true) => "no X-Signature header",
+            _ => "no Signature-Input/Signature header",
+        };
+        Err(Rejection::new(RejectionKind::MissingSignature, expected))
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.unix_seconds()).unwrap_or(i64::MAX)
+    }
+
+    fn check_times(&self, created: i64, expires: Option<i64>) -> Result<(), Rejection> {
+        let cfg = &self.inner.config;
+        let now = self.now();
+        let skew = i64::try_from(cfg.skew.as_secs()).unwrap_or(i64::MAX);
+        let max_age = i64::try_from(cfg.max_age.as_secs()).unwrap_or(i64::MAX);
+        if created > now.saturating_add(skew) {
+            return Err(Rejection::new(
+                RejectionKind::CreatedInFuture,
+                format!("created lies more than {skew} s in the future"),
+            ));
+        }
+        if let Some(e) = expires {
+            if now > e.saturating_add(skew) {
+                return Err(Rejection::new(RejectionKind::Expired, "expires has passed"));
+            }
+        }
+        if now.saturating_sub(created) > max_age {
+            return Err(Rejection::new(
+                RejectionKind::TooOld,
+                format!("created is more than {max_age} s old"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn remember(&self, mac: &[u8], created: i64) -> Result<(), Rejection> {
+        let mut key = [0u8; 32];
+        let n = mac.len().min(32);
+        key[..n].copy_from_slice(&mac[..n]);
+        let max_age = self.inner.config.max_age.as_secs();
+        let expires_at = u64::try_from(created.max(0))
+            .unwrap_or(0)
+            .saturating_add(max_age)
+            .saturating_add(1);
+        let now = self.clock.unix_seconds();
+        self.inner
+            .replay
+            .insert(key, expires_at, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => Rejection::new(
+                    RejectionKind::Replayed,
+                    "this signature was already used within its window",
+                ),
+                ReplayError::Full => Rejection::new(
+                    RejectionKind::ReplayCacheFull,
+                    "too many live signatures to remember; try again shortly",
+                ),
+            })
+    }
+
+    fn check_digest(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
+        let values: Vec<&[u8]> = headers
+            .get_all(CONTENT_DIGEST)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if values.is_empty() {
+            return Ok(());
+        }
+        let joined = values.join(&b", "[..]);
+        match check_content_digest(&joined, body) {
+            DigestCheck::Match => Ok(()),
+            DigestCheck::Mismatch => Err(Rejection::new(
+                RejectionKind::DigestMismatch,
+                "Content-Digest does not match the body received",
+            )),
+            DigestCheck::Unsupported => Err(Rejection::new(
+                RejectionKind::DigestMismatch,
+                "Content-Digest has no supported algorithm (sha-256, sha-512)",
+            )),
+            DigestCheck::Malformed => Err(Rejection::new(
+                RejectionKind::Malformed,
+                "Content-Digest is not a valid dictionary of byte sequences",
+            )),
+        }
+    }
+
+    fn check_rfc9421(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<VerifiedCaller, Rejection> {
+        let cfg = &self.inner.config;
+        let malformed = |d: String| Rejection::new(RejectionKind::Malformed, d);
+        let inputs = joined(&parts.headers, SIGNATURE_INPUT).ok_or_else(|| {
+            Rejection::new(RejectionKind::MissingSignature, "no Signature-Input header")
+        })?;
+        let sigs = joined(&parts.headers, SIGNATURE).ok_or_else(|| {
+            Rejection::new(RejectionKind::MissingSignature, "no Signature header")
+        })?;
+        let inputs = Parser::parse_dictionary(&inputs).map_err(|_| {
+            malformed("Signature-Input is not a valid structured dictionary".into())
+        })?;
+        let sigs = Parser::parse_dictionary(&sigs)
+            .map_err(|_| malformed("Signature is not a valid structured dictionary".into()))?;
+        let (label, input) = match &cfg.label {
+            Some(l) => match inputs.get(l) {
+                Some(i) => (l.clone(), i),
+                None => {
+                    return Err(Rejection::new(
+                        RejectionKind::MissingSignature,
+                        format!("no signature labelled {l:?}"),
+                    ))
+                }
+            },
+            None => match inputs.first() {
+                Some((l, i)) => (l.clone(), i),
+                None => {
+                    return Err(Rejection::new(
+                        RejectionKind::MissingSignature,
+                        "Signature-Input is empty",
+                    ))
+                }
+            },
+        };
+        let ListEntry::InnerList(inner) = input else {
+            return Err(malformed(format!(
+                "Signature-Input member {label:?} is not an inner list"
+            )));
+        };
+        let mac = match sigs.get(&label) {
+            Some(ListEntry::Item(item)) => match &item.bare_item {
+                BareItem::ByteSeq(b) => b.clone(),
+                _ => {
+                    return Err(malformed(format!(
+                        "Signature member {label:?} is not a byte sequence"
+                    )))
+                }
+            },
+            Some(ListEntry::InnerList(_)) => {
+                return Err(malformed(format!(
+                    "Signature member {label:?} is not a byte sequence"
+                )))
+            }
+            None => {
+                return Err(Rejection::new(
+                    RejectionKind::MissingSignature,
+                    format!("Signature has no member {label:?}"),
+                ))
+            }
+        };
+        let params = SignatureParams::from_inner_list(inner)
+            .map_err(|e| malformed(format!("signature {label:?}: {e}")))?;
+        let key_id = params
+            .keyid
+            .clone()
+            .ok_or_else(|| malformed("the keyid parameter is missing".into()))?;
+        let created = params
+            .created
+            .ok_or_else(|| malformed("the created parameter is missing".into()))?;
+        let key = self.inner.keys.key(&key_id).ok_or_else(|| {
+            Rejection::new(
+                RejectionKind::UnknownKey,
+                format!("keyid {key_id:?} is not known"),
+            )
+        })?;
+        if let Some(alg) = &params.alg {
+            if alg != ALG_HMAC_SHA256 {
+                return Err(Rejection::new(
+                    RejectionKind::AlgorithmNotAllowed,
+                    format!("alg {alg:?} is not allowed (hmac-sha256 only)"),
+                ));
+            }
+        }
+        for required in &cfg.required_components {
+            if !params.components.iter().any(|c| c.id == required.id) {
+                return Err(Rejection::new(
+                    RejectionKind::MissingRequiredComponent,
+                    format!("the signature does not cover {}", required.id),
+                ));
+            }
+        }
+        self.check_times(created, params.expires)?;
+        let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
+        let base = signature_base(&message, &params).map_err(|e| match e {
+            BaseError::MissingComponent(_) => {
+                Rejection::new(RejectionKind::MissingComponent, e.to_string())
+            }
+            other => malformed(other.to_string()),
+        })?;
+        if !key.verify_hmac_sha256(base.as_bytes(), &mac) {
+            return Err(Rejection::new(
+                RejectionKind::BadSignature,
+                format!("signature {label:?} does not match the covered components"),
+            ));
+        }
+        self.check_digest(&parts.headers, body)?;
+        if cfg.replay_protection {
+            self.remember(&mac, created)?;
+        }
+        Ok(VerifiedCaller {
+            key_id,
+            profile: Profile::Rfc9421,
+            label: Some(label),
+            created,
+            expires: params.expires,
+            covered: params.components.iter().map(|c| c.to_string()).collect(),
+            nonce: params.nonce,
+            tag: params.tag,
+        })
+    }
+
+    fn check_legacy(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<VerifiedCaller, Rejection> {
+        let cfg = &self.inner.config;
+        let h = &parts.headers;
+        let single = |name: &http::HeaderName| -> Result<&str, Rejection> {
+            let mut all = h.get_all(name).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) => v.to_str().map(str::trim).map_err(|_| {
+                    Rejection::new(RejectionKind::Malformed, format!("{name} is not text"))
+                }),
+                (None, _) => Err(Rejection::new(
+                    RejectionKind::Malformed,
+                    format!("{name} is missing"),
+                )),
+                _ => Err(Rejection::new(
+                    RejectionKind::Malformed,
+                    format!("{name} is repeated"),
+                )),
+            }
+        };
+        let service_id = single(&X_SERVICE_ID)?;
+        let ts_text = single(&X_TIMESTAMP)?;
+        let sig_text = single(&X_SIGNATURE)?;
+        if ts_text.is_empty() || ts_text.len() > 18 || !ts_text.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(Rejection::new(
+                RejectionKind::Malformed,
+                "x-timestamp is not whole Unix seconds",
+            ));
+        }
+        let ts: i64 = ts_text.parse().map_err(|_| {
+            Rejection::new(
+                RejectionKind::Malformed,
+                "x-timestamp is not whole Unix seconds",
+            )
+        })?;
+        let mut mac = [0u8; 32];
+        hex::decode_to_slice(sig_text, &mut mac).map_err(|_| {
+            Rejection::new(
+                RejectionKind::Malformed,
+                "x-signature is not 64 hexadecimal digits",
+            )
+        })?;
+        let key = self.inner.keys.legacy_key(service_id).ok_or_else(|| {
+            Rejection::new(
+                RejectionKind::UnknownKey,
+                format!("service {service_id:?} is not known"),
+            )
+        })?;
+        self.check_times(ts, None)?;
+        let method = parts.method.as_str().to_ascii_uppercase();
+        let message = format!("{method}|{}|{ts_text}", parts.uri.path());
+        if !key.verify_hmac_sha256(message.as_bytes(), &mac) {
+            return Err(Rejection::new(
+                RejectionKind::BadSignature,
+                "x-signature does not match METHOD|PATH|TIMESTAMP",
+            ));
+        }
+        self.check_digest(h, body)?;
+        if cfg.legacy_replay_protection {
+            self.remember(&mac, ts)?;
+        }
+        Ok(VerifiedCaller {
+            key_id: service_id.to_owned(),
+            profile: Profile::Legacy,
+            label: None,
+            created: ts,
+            expires: None,
+            nonce: None,
+            tag: None,
+            covered: vec!["\"@method\"".into(), "\"@path\"".into()],
+        })
+    }
+}
+
+/// All lines of a field joined with ", ", or `None` when absent.
+fn joined(headers: &HeaderMap, name: http::HeaderName) -> Option<Vec<u8>> {
+    let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
+    if values.is_empty() {
+        None
+    } else {
+        Some(values.join(&b", "[..]))
+    }
+}
