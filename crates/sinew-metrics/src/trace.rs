@@ -2,8 +2,11 @@
 
 use std::fmt;
 
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
 use http::{HeaderMap, HeaderValue};
-use rand::RngCore;
 use sinew_core::headers::TRACEPARENT;
 use sinew_core::TraceParent;
 
@@ -30,13 +33,32 @@ fn build(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> TraceParent {
     TraceParent::parse(&format(trace_id, span_id, flags)).unwrap_or_else(TraceParent::new_root)
 }
 
-/// Random non-zero bytes from the thread-local CSPRNG (no system call per
-/// id, unlike `TraceParent::new_root`).
+thread_local! {
+    /// A per-thread SipHash key drawn from the OS once (std's `RandomState`)
+    /// and a counter: SipHash is a keyed PRF, so its outputs on successive
+    /// counter values are unpredictable without the key. No system call per
+    /// id, unlike `TraceParent::new_root` (which asks the OS for every id).
+    static RNG: (RandomState, Cell<u64>) = (RandomState::new(), Cell::new(0));
+}
+
+fn next_u64() -> u64 {
+    RNG.with(|(key, counter)| {
+        let n = counter.get().wrapping_add(1);
+        counter.set(n);
+        let mut h = key.build_hasher();
+        h.write_u64(n);
+        h.finish()
+    })
+}
+
+/// Random non-zero bytes.
 fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
-    let mut rng = rand::thread_rng();
     while out.iter().all(|b| *b == 0) {
-        rng.fill_bytes(&mut out);
+        for chunk in out.chunks_mut(8) {
+            let r = next_u64().to_le_bytes();
+            chunk.copy_from_slice(&r[..chunk.len()]);
+        }
     }
     out
 }
