@@ -106,7 +106,7 @@ impl RetryConfig {
     }
 
     /// The backoff curve this config describes.
-    pub fn backoff(&self) -> Backoff {
+    pub fn backoff_curve(&self) -> Backoff {
         Backoff::new(self.backoff, self.base_delay)
             .max_delay(self.max_delay)
             .jitter(self.jitter)

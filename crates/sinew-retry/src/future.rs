@@ -172,6 +172,7 @@ where
                         return Poll::Ready(Err(internal("retry without a request to replay")));
                     };
                     request.extensions_mut().insert(Attempt(attempt));
+                    tracing::debug!(attempt, "retry attempt started");
                     *this.attempts = attempt;
                     let future = replay.service.call(request);
                     this.state.set(State::Calling { future });

@@ -76,7 +76,7 @@ impl RetryLayer {
         RetryLayer {
             policy: Arc::new(Policy {
                 max_attempts: config.max_attempts,
-                backoff: config.backoff(),
+                backoff: config.backoff_curve(),
                 methods: config.methods,
                 budget: Some(RetryBudget::default()),
                 max_retry_after: config.max_retry_after,
@@ -105,7 +105,7 @@ impl RetryLayer {
         )?;
         Ok(Self::new()
             .max_attempts(config.max_attempts)
-            .backoff(config.backoff())
+            .backoff(config.backoff_curve())
             .methods(config.methods)
             .budget(budget)
             .max_retry_after(config.max_retry_after)
@@ -119,7 +119,7 @@ impl RetryLayer {
         let config = RetryConfig::aio_request();
         Self::new()
             .max_attempts(config.max_attempts)
-            .backoff(config.backoff())
+            .backoff(config.backoff_curve())
             .methods(config.methods)
     }
 

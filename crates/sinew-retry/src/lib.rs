@@ -89,7 +89,7 @@
 //!
 //! `tracing` events at every decision (`retry scheduled`, `not retried` with
 //! the reason, hedges started and won) and the counters listed in
-//! [`metrics`](crate::metrics).
+//! [`metrics`].
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]

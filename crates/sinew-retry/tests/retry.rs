@@ -595,3 +595,27 @@ async fn circuit_open_is_retried_only_above_a_balancer() {
         .unwrap_err();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_attempt_is_a_fresh_numbered_copy() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let svc = RetryLayer::new().layer(tower::service_fn(move |mut r: Request<Body>| {
+        // A layer below (say, signing) changes its copy of the request.
+        let stale = r.headers().contains_key("x-signature");
+        r.headers_mut()
+            .insert("x-signature", "sig".parse().unwrap());
+        log.lock()
+            .unwrap()
+            .push((sinew_retry::Attempt::of(&r), stale));
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder().status(503).body(()).unwrap(),
+            )
+        }
+    }));
+    svc.oneshot(req(Method::GET, "http://svc/a".into(), ""))
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [(1, false), (2, false), (3, false)]);
+}
