@@ -116,3 +116,28 @@ impl Default for MetricsConfig {
         }
     }
 }
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_toml() {
+        let c: MetricsConfig =
+            toml::from_str("per_attempt = false\nnaming = \"aio-request\"").unwrap();
+        assert_eq!(
+            c,
+            MetricsConfig {
+                per_attempt: false,
+                naming: Naming::AioRequest
+            }
+        );
+        let c: MetricsConfig = toml::from_str("").unwrap();
+        assert_eq!(c, MetricsConfig::default());
+        let err = toml::from_str::<MetricsConfig>("naming = \"prom\"").unwrap_err();
+        assert!(err.to_string().contains("naming"), "{err}");
+        assert!(toml::from_str::<MetricsConfig>("per_attemp = true").is_err());
+        assert_eq!("aio-request".parse::<Naming>(), Ok(Naming::AioRequest));
+        assert!("prom".parse::<Naming>().is_err());
+    }
+}

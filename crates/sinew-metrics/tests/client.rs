@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{buckets, first_bucket_with, sample, value};
+use common::{buckets, first_bucket_with, value};
 use http::{Request, Response, StatusCode};
 use sinew_core::body::try_clone_request;
 use sinew_core::{Body, BoxError, CallContext, CircuitOpen, DeadlineExceeded, TraceParent};
@@ -396,5 +396,4 @@ async fn the_ambient_trace_is_continued_with_a_new_span_id() {
             Ok::<_, Infallible>(Response::new(()))
         });
     quiet.ready().await.unwrap().call(get("/x")).await.unwrap();
-    let _ = sample;
 }
