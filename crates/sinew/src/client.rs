@@ -301,6 +301,11 @@ pub struct ClientBuilder {
     #[cfg(feature = "sign")]
     sign: Option<sinew_sign::HmacSignLayer>,
     auth: Option<crate::auth::TokenAuthConfig>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<(
+        sinew_metrics::MetricsLayer,
+        Option<sinew_metrics::MetricsLayer>,
+    )>,
     on_attempt: Option<crate::observe::AttemptHook>,
     error: Option<Error>,
 }
@@ -415,6 +420,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Record `http_client_request_duration_seconds` per call and, when
+    /// `config.per_attempt`, per attempt (see `sinew-metrics`).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, config: sinew_metrics::MetricsConfig) -> Self {
+        self.metrics = Some(sinew_metrics::MetricsLayer::from_config(&config));
+        self
+    }
+
     /// Log in for a bearer token and send it with every call.
     pub fn token_auth(mut self, config: crate::auth::TokenAuthConfig) -> Self {
         self.auth = Some(config);
@@ -444,7 +457,11 @@ impl ClientBuilder {
     }
 }
 
-/// Compose the layers over the per-attempt service, in DESIGN.md's order.
+/// Compose the layers over the per-attempt service, in DESIGN.md's order
+/// (outermost first): metrics per call -> deadline -> retry/hedge -> load
+/// balance -> per-endpoint breaker -> signing -> per-attempt metrics ->
+/// hyper. Absent layers cost nothing: each is an `Either` branch, and the
+/// whole stack is boxed once.
 fn finish<S>(attempt: S, builder: &ClientBuilder) -> Result<Stack, Error>
 where
     S: Service<Request<Body>, Response = http::Response<ResBody>, Error = BoxError>
@@ -454,28 +471,26 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let attempt: Stack = match &builder.on_attempt {
-        Some(hook) => BoxCloneSyncService::new(crate::observe::observe(attempt, hook.clone())),
-        None => BoxCloneSyncService::new(attempt),
-    };
+    use tower::util::option_layer;
+
+    // Per attempt, nearest the wire.
+    let s = option_layer(
+        builder
+            .on_attempt
+            .clone()
+            .map(crate::observe::ObserveLayer::new),
+    )
+    .layer(attempt);
+    #[cfg(feature = "metrics")]
+    let s = option_layer(builder.metrics.as_ref().and_then(|m| m.1.clone())).layer(s);
     #[cfg(feature = "sign")]
-    let attempt = {
-        let layer = builder.sign.clone();
-        tower::util::option_layer(layer)
-            .layer(attempt)
-            .map_err(|e: BoxError| e)
-    };
-    let stack = match builder.timeout {
-        Some(t) => BoxCloneSyncService::new(tower::timeout::TimeoutLayer::new(t).layer(attempt)),
-        None => BoxCloneSyncService::new(attempt),
-    };
-    let stack = match &builder.auth {
-        Some(config) => {
-            BoxCloneSyncService::new(crate::auth::TokenAuthLayer::new(config.clone()).layer(stack))
-        }
-        None => stack,
-    };
-    Ok(stack)
+    let s = option_layer(builder.sign.clone()).layer(s);
+    // Per logical call.
+    let s = option_layer(builder.timeout.map(tower::timeout::TimeoutLayer::new)).layer(s);
+    #[cfg(feature = "metrics")]
+    let s = option_layer(builder.metrics.as_ref().map(|m| m.0.clone())).layer(s);
+    let s = option_layer(builder.auth.clone().map(crate::auth::TokenAuthLayer::new)).layer(s);
+    Ok(BoxCloneSyncService::new(s))
 }
 
 use tower::Layer as _;

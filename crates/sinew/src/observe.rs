@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{Method, Request, StatusCode, Uri};
 use sinew_core::{Body, BoxError};
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 /// What one attempt did.
 #[derive(Debug, Clone)]
@@ -27,34 +27,65 @@ pub struct AttemptInfo {
 /// A callback for every attempt.
 pub type AttemptHook = Arc<dyn Fn(&AttemptInfo) + Send + Sync>;
 
-pub(crate) fn observe<S, R>(
+/// The layer that calls an [`AttemptHook`].
+#[derive(Clone)]
+pub(crate) struct ObserveLayer {
+    hook: AttemptHook,
+}
+
+impl ObserveLayer {
+    pub(crate) fn new(hook: AttemptHook) -> Self {
+        ObserveLayer { hook }
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            hook: self.hook.clone(),
+        }
+    }
+}
+
+/// The service of [`ObserveLayer`].
+#[derive(Clone)]
+pub(crate) struct Observe<S> {
     inner: S,
     hook: AttemptHook,
-) -> impl Service<
-    Request<Body>,
-    Response = http::Response<R>,
-    Error = BoxError,
-    Future = impl std::future::Future<Output = Result<http::Response<R>, BoxError>> + Send,
-> + Clone
-       + Send
-       + Sync
+}
+
+impl<S, R> Service<Request<Body>> for Observe<S>
 where
     S: Service<Request<Body>, Response = http::Response<R>, Error = BoxError>
         + Clone
         + Send
-        + Sync
         + 'static,
     S::Future: Send + 'static,
     R: Send + 'static,
 {
-    tower::service_fn(move |req: Request<Body>| {
-        let inner = inner.clone();
-        let hook = hook.clone();
-        async move {
-            let method = req.method().clone();
-            let uri = req.uri().clone();
+    type Response = http::Response<R>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<http::Response<R>, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let hook = self.hook.clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
             let started = Instant::now();
-            let result = inner.oneshot(req).await;
+            let result = fut.await;
             let info = AttemptInfo {
                 method,
                 uri,
@@ -64,6 +95,6 @@ where
             };
             hook(&info);
             result
-        }
-    })
+        })
+    }
 }
