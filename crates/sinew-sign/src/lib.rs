@@ -1,4 +1,82 @@
-//! HTTP message signing for sinew.
+//! HTTP message signing for sinew: a client layer that signs and a server
+//! layer that verifies, with two profiles.
+//!
+//! * **`rfc9421`** (default): [RFC 9421] HTTP Message Signatures with
+//!   `hmac-sha256`. Covers `@method @authority @path @query content-digest`
+//!   by default (any header, `@query-param;name=…`, `@target-uri`,
+//!   `@request-target`, `@scheme` on request); adds `Content-Digest:
+//!   sha-256=:…:` ([RFC 9530]) whenever `content-digest` is covered, also for
+//!   empty bodies; parameters `created`, optional `expires`, a fresh random
+//!   `nonce`, `keyid`, `alg="hmac-sha256"`, optional `tag`; label `sig1`.
+//!   Structured fields are parsed and written by the `sfv` crate.
+//! * **`legacy`**: microservice_comms' scheme: `X-Service-ID`,
+//!   `X-Timestamp` (Unix seconds), `X-Signature` = lower-case hex
+//!   HMAC-SHA256 of `METHOD|PATH|TIMESTAMP` under the secret's UTF-8 bytes.
+//!   It has no nonce, so replay protection is opt-in for it
+//!   ([`VerifyConfig::legacy_replay_protection`]): its clients resend the same
+//!   signature on retries.
+//!
+//! The layers are thin wrappers around a synchronous core that the `sinew`
+//! CLI uses too: [`Signer::sign`] and [`Verifier::verify`] on
+//! `http::request::Parts` and the body bytes, and [`signature_base`].
+//!
+//! # Example
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use sinew_core::Body;
+//! use sinew_sign::*;
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), sinew_core::BoxError> {
+//! let key = SecretKey::from_base64("c2hhcmVkIHNlY3JldCBvZiBvcmRlcnMgYW5kIGludmVudG9yeQ==")?;
+//!
+//! // Server: verify, then hand the caller to the application.
+//! let keys = StaticKeyStore::new().with_key("orders", key.clone());
+//! let app = service_fn(|req: Request<Body>| async move {
+//!     let caller = req.extensions().get::<VerifiedCaller>().expect("verified");
+//!     Ok::<_, std::convert::Infallible>(Response::new(format!("hello {}", caller.key_id)))
+//! });
+//! let server = VerifySignatureLayer::new(Verifier::new(VerifyConfig::default(), keys)).layer(app);
+//!
+//! // Client: sign every request (here sent straight to the server).
+//! let signer = Signer::new(SignConfig::rfc9421("orders"), key)?;
+//! let client = HmacSignLayer::new(signer).layer(server.clone());
+//!
+//! let req = Request::post("http://inventory.internal/reserve?sku=42").body(Body::from("{\"qty\":1}"))?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.status(), StatusCode::OK);
+//!
+//! // An unsigned request is refused with a problem document naming the check.
+//! let res = server.clone().oneshot(Request::get("http://inventory.internal/").body(Body::empty())?).await?;
+//! assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(res.headers()["content-type"], "application/problem+json");
+//! # Ok(()) }
+//! ```
+//!
+//! # Verification
+//!
+//! [`Verifier`] checks, each with its own [`Rejection::reason`]:
+//! `missing_signature`, `malformed`, `unknown_key`, `algorithm_not_allowed`,
+//! `missing_required_component`, `created_in_future` (beyond the skew,
+//! default 30 s), `expired`, `too_old` (max age, default 300 s),
+//! `missing_component`, `bad_signature` (constant time), `digest_mismatch`
+//! (against the body actually received), `replayed`; and
+//! `replay_cache_full` (503) and `body_too_large` (413, default limit 1 MiB).
+//! Keys come from a [`KeyStore`] ([`StaticKeyStore`] built in; several key
+//! ids at once for rotation). Secrets never appear in `Debug`, logs or
+//! errors, and rejections never show expected values.
+//!
+//! Each outcome is counted in `sinew_signature_verifications_total{result}`
+//! (`ok` or the reason) and logged with `tracing`.
+//!
+//! # Where the signer goes
+//!
+//! Inside retries: every attempt is signed afresh (new `created` and nonce),
+//! so a retried request is not refused as a replay.
+//!
+//! [RFC 9421]: https://www.rfc-editor.org/rfc/rfc9421
+//! [RFC 9530]: https://www.rfc-editor.org/rfc/rfc9530
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
@@ -8,8 +86,11 @@ mod component;
 mod config;
 mod digest;
 mod error;
+mod future;
 mod key;
+mod layer;
 mod replay;
+mod service;
 mod signer;
 mod verifier;
 
@@ -18,6 +99,9 @@ pub use component::{parse_components, Component, ComponentError};
 pub use config::{Accept, Profile, SignConfig, VerifyConfig};
 pub use digest::content_digest;
 pub use error::{Rejection, RejectionKind, SignError};
+pub use future::{SignFuture, VerifyFuture};
 pub use key::{KeyError, KeyStore, SecretKey, StaticKeyStore};
+pub use layer::{HmacSignLayer, VerifySignatureLayer};
+pub use service::{HmacSign, VerifySignature};
 pub use signer::{Signer, ALG_HMAC_SHA256};
 pub use verifier::{VerifiedCaller, Verifier};

@@ -1,0 +1,193 @@
+//! The services the layers build.
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use sinew_core::body::ResponseBody;
+use sinew_core::problem::Problem;
+use sinew_core::{Body, BoxError};
+use tower::Service;
+
+use crate::error::{Rejection, SignError};
+use crate::future::{SignFuture, VerifyFuture};
+use crate::signer::Signer;
+use crate::verifier::Verifier;
+
+/// Signs requests, then calls the inner service with
+/// `http::Request<sinew_core::Body>`. Built by
+/// [`HmacSignLayer`](crate::HmacSignLayer).
+#[derive(Debug, Clone)]
+pub struct HmacSign<S> {
+    inner: S,
+    signer: Signer,
+}
+
+impl<S> HmacSign<S> {
+    /// Sign requests to `inner` with `signer`.
+    pub fn new(inner: S, signer: Signer) -> Self {
+        Self { inner, signer }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for HmacSign<S>
+where
+    S: Service<Request<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = SignFuture<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let signer = self.signer.clone();
+        SignFuture {
+            inner: Box::pin(async move {
+                let (mut parts, body) = req.into_parts();
+                let limit = signer.config().body_limit;
+                let body = Body::buffer(body, limit)
+                    .await
+                    .map_err(|e| BoxError::from(SignError::Body(e)))?;
+                match body.bytes() {
+                    Some(bytes) => signer.sign(&mut parts, bytes)?,
+                    None if signer.needs_body() => {
+                        tracing::warn!(
+                            limit,
+                            "request not sent: content-digest is covered and the body exceeds the signing limit"
+                        );
+                        return Err(SignError::BodyTooLarge { limit }.into());
+                    }
+                    None => signer.sign(&mut parts, &[])?,
+                }
+                inner
+                    .call(Request::from_parts(parts, body))
+                    .await
+                    .map_err(Into::into)
+            }),
+        }
+    }
+}
+
+/// Verifies request signatures before calling the inner service. Built by
+/// [`VerifySignatureLayer`](crate::VerifySignatureLayer).
+#[derive(Debug, Clone)]
+pub struct VerifySignature<S> {
+    inner: S,
+    verifier: Verifier,
+}
+
+impl<S> VerifySignature<S> {
+    /// Verify requests to `inner` with `verifier`.
+    pub fn new(inner: S, verifier: Verifier) -> Self {
+        Self { inner, verifier }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+fn refusal<ResB>(problem: Problem) -> Response<ResponseBody<ResB>> {
+    let retry = problem.status() == StatusCode::SERVICE_UNAVAILABLE;
+    let mut res: Response<ResponseBody<ResB>> = problem.into_response();
+    if retry {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
+}
+
+fn rejected<ResB>(rejection: &Rejection) -> Response<ResponseBody<ResB>> {
+    refusal(rejection.to_problem())
+}
+
+fn too_large<ResB>(limit: usize) -> Response<ResponseBody<ResB>> {
+    metrics::counter!("sinew_signature_verifications_total", "result" => "body_too_large")
+        .increment(1);
+    tracing::info!(limit, "signed request refused: body too large");
+    refusal(
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            .detail(format!(
+                "the body exceeds the {limit} bytes the signature check reads"
+            ))
+            .with("reason", "body_too_large"),
+    )
+}
+
+impl<S, B, ResB> Service<Request<B>> for VerifySignature<S>
+where
+    S: Service<Request<Body>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    ResB: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResB>>;
+    type Error = S::Error;
+    type Future = VerifyFuture<Self::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let verifier = self.verifier.clone();
+        VerifyFuture {
+            inner: Box::pin(async move {
+                let limit = verifier.config().body_limit;
+                let (parts, body) = req.into_parts();
+                let declared = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if declared.is_some_and(|n| n > limit as u64) {
+                    return Ok(too_large(limit));
+                }
+                let body = match Body::buffer(body, limit).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::info!(error = %e, "signed request refused: body unreadable");
+                        return Ok(refusal(
+                            Problem::new(StatusCode::BAD_REQUEST, "request body unreadable")
+                                .detail("the request body could not be read")
+                                .with("reason", "body_unreadable"),
+                        ));
+                    }
+                };
+                let bytes: Bytes = match body.bytes() {
+                    Some(b) => b.clone(),
+                    None => return Ok(too_large(limit)),
+                };
+                match verifier.verify(&parts, &bytes) {
+                    Ok(caller) => {
+                        let mut req = Request::from_parts(parts, body);
+                        req.extensions_mut().insert(caller);
+                        inner.call(req).await.map(|r| r.map(ResponseBody::new))
+                    }
+                    Err(rejection) => Ok(rejected(&rejection)),
+                }
+            }),
+        }
+    }
+}
