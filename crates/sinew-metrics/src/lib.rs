@@ -115,7 +115,15 @@
 //! `http.request.method`, `server.address`, `server.port`, `url.path`,
 //! `url.scheme`, `url.template`, `http.route`, `http.response.status_code`,
 //! `error.type`, plus `trace_id` and the span id. The query string is never
-//! recorded.
+//! recorded. The layers enter their span while polling the inner service,
+//! so the events the layers below emit at their decisions (a retry
+//! scheduled, a breaker open, a request shed) are recorded inside the call's
+//! or request's span. Each layer also emits a `debug` event with the
+//! outcome.
+//!
+//! Because the attempt layer sits below the load balancer, its
+//! `server_address`/`server_port` are those of the endpoint actually
+//! chosen, while the call layer's are those of the logical URL.
 //!
 //! # Trace context
 //!
