@@ -54,13 +54,26 @@ fn backend() -> impl Service<
     service_fn(|_req: Request<Body>| ready(Ok::<_, Infallible>(Response::new(()))))
 }
 
-async fn call<S>(mut svc: S, req: Request<Body>)
+/// Calls per measured iteration (so scheduler noise on a shared machine
+/// averages out); criterion reports the time per call.
+const CALLS: usize = 64;
+
+fn requests() -> Vec<Request<Body>> {
+    (0..CALLS).map(|_| request()).collect()
+}
+
+/// One call per request, each through a clone of `svc` (the usual way a
+/// tower client is shared).
+async fn calls<S>(svc: S, reqs: Vec<Request<Body>>)
 where
-    S: Service<Request<Body>, Response = Response<()>>,
+    S: Service<Request<Body>, Response = Response<()>> + Clone,
     S::Error: std::fmt::Debug,
 {
-    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
-    std::hint::black_box(resp);
+    for req in reqs {
+        let mut svc = svc.clone();
+        let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+        std::hint::black_box(resp);
+    }
 }
 
 fn happy_path(c: &mut Criterion) {
@@ -69,12 +82,13 @@ fn happy_path(c: &mut Criterion) {
         .build()
         .unwrap();
     let mut group = c.benchmark_group("retry_happy_path");
+    group.throughput(criterion::Throughput::Elements(CALLS as u64));
 
     let bare = backend();
     group.bench_function("unwrapped", |b| {
         b.to_async(&rt).iter_batched(
-            request,
-            |req| call(bare.clone(), req),
+            requests,
+            |reqs| calls(bare.clone(), reqs),
             BatchSize::SmallInput,
         )
     });
@@ -82,8 +96,8 @@ fn happy_path(c: &mut Criterion) {
     let tower_retry = tower::retry::RetryLayer::new(NeverRetry).layer(backend());
     group.bench_function("tower_retry_never", |b| {
         b.to_async(&rt).iter_batched(
-            request,
-            |req| call(tower_retry.clone(), req),
+            requests,
+            |reqs| calls(tower_retry.clone(), reqs),
             BatchSize::SmallInput,
         )
     });
@@ -91,8 +105,8 @@ fn happy_path(c: &mut Criterion) {
     let sinew = RetryLayer::new().layer(backend());
     group.bench_function("sinew_retry", |b| {
         b.to_async(&rt).iter_batched(
-            request,
-            |req| call(sinew.clone(), req),
+            requests,
+            |reqs| calls(sinew.clone(), reqs),
             BatchSize::SmallInput,
         )
     });
@@ -100,8 +114,8 @@ fn happy_path(c: &mut Criterion) {
     let sinew_no_budget = RetryLayer::new().no_budget().layer(backend());
     group.bench_function("sinew_retry_no_budget", |b| {
         b.to_async(&rt).iter_batched(
-            request,
-            |req| call(sinew_no_budget.clone(), req),
+            requests,
+            |reqs| calls(sinew_no_budget.clone(), reqs),
             BatchSize::SmallInput,
         )
     });
@@ -109,8 +123,8 @@ fn happy_path(c: &mut Criterion) {
     let hedge = HedgeLayer::fixed([std::time::Duration::from_millis(50)]).layer(backend());
     group.bench_function("sinew_hedge", |b| {
         b.to_async(&rt).iter_batched(
-            request,
-            |req| call(hedge.clone(), req),
+            requests,
+            |reqs| calls(hedge.clone(), reqs),
             BatchSize::SmallInput,
         )
     });

@@ -44,7 +44,11 @@ struct Hedging<S, B> {
     schedule: Schedule,
     service: S,
     template: Request<B>,
-    timer: Pin<Box<Sleep>>,
+    /// When the next hedge is due.
+    next_at: Instant,
+    /// Created the first time the call has to wait, so a call answered at
+    /// once never touches the timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
     /// The timer fired and the budget granted a token: waiting for the
     /// service to be ready.
     launching: bool,
@@ -83,12 +87,13 @@ where
         start: Instant,
     ) -> Self {
         let hedging = replay.and_then(|(schedule, service, template)| {
-            let at = start + schedule.offset(2)?;
+            let next_at = start + schedule.offset(2)?;
             Some(Hedging {
                 schedule,
                 service,
                 template,
-                timer: Box::pin(tokio::time::sleep_until(at)),
+                next_at,
+                timer: None,
                 launching: false,
             })
         });
@@ -120,9 +125,65 @@ where
         loop {
             let mut progressed = false;
 
+            // Poll the attempts in flight.
+            if let Some(first) = this.first.as_mut().as_pin_mut() {
+                if let Poll::Ready(outcome) = first.poll(cx) {
+                    progressed = true;
+                    this.first.set(None);
+                    let latency = this.start.elapsed();
+                    if let Some(response) = accept(
+                        this.shared,
+                        this.route,
+                        latency,
+                        outcome.map_err(Into::into),
+                        this.first_response,
+                        this.first_error,
+                    ) {
+                        this.hedges.clear();
+                        *this.hedging = None;
+                        if *this.started > 1 {
+                            tracing::debug!("first attempt won over its hedges");
+                        }
+                        metrics::hedge_win(false);
+                        return Poll::Ready(Ok(response));
+                    }
+                }
+            }
+            let mut i = 0;
+            while i < this.hedges.len() {
+                let (started_at, fut) = &mut this.hedges[i];
+                if let Poll::Ready(outcome) = fut.as_mut().poll(cx) {
+                    progressed = true;
+                    let latency = started_at.elapsed();
+                    drop(this.hedges.swap_remove(i));
+                    if let Some(response) = accept(
+                        this.shared,
+                        this.route,
+                        latency,
+                        outcome.map_err(Into::into),
+                        this.first_response,
+                        this.first_error,
+                    ) {
+                        // Drop the losers now: this cancels them.
+                        this.first.set(None);
+                        this.hedges.clear();
+                        *this.hedging = None;
+                        tracing::debug!("hedge won");
+                        metrics::hedge_win(true);
+                        return Poll::Ready(Ok(response));
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+
             // Start the next hedge when its time has come.
             if let Some(h) = this.hedging.as_mut() {
-                if !h.launching && h.timer.as_mut().poll(cx).is_ready() {
+                let at = h.next_at;
+                let timer = h
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                if !h.launching && timer.as_mut().poll(cx).is_ready() {
                     progressed = true;
                     let left = this
                         .deadline
@@ -180,7 +241,12 @@ where
                                     let future = h.service.call(request);
                                     h.launching = false;
                                     match h.schedule.offset(attempt + 1) {
-                                        Some(at) => h.timer.as_mut().reset(*this.start + at),
+                                        Some(at) => {
+                                            h.next_at = *this.start + at;
+                                            if let Some(timer) = h.timer.as_mut() {
+                                                timer.as_mut().reset(h.next_at);
+                                            }
+                                        }
                                         None => *this.hedging = None,
                                     }
                                     this.hedges.push((Instant::now(), Box::pin(future)));
@@ -188,58 +254,6 @@ where
                             }
                         }
                     }
-                }
-            }
-
-            // Poll the attempts in flight.
-            if let Some(first) = this.first.as_mut().as_pin_mut() {
-                if let Poll::Ready(outcome) = first.poll(cx) {
-                    progressed = true;
-                    this.first.set(None);
-                    let latency = this.start.elapsed();
-                    if let Some(response) = accept(
-                        this.shared,
-                        this.route,
-                        latency,
-                        outcome.map_err(Into::into),
-                        this.first_response,
-                        this.first_error,
-                    ) {
-                        this.hedges.clear();
-                        *this.hedging = None;
-                        if *this.started > 1 {
-                            tracing::debug!("first attempt won over its hedges");
-                        }
-                        metrics::hedge_win(false);
-                        return Poll::Ready(Ok(response));
-                    }
-                }
-            }
-            let mut i = 0;
-            while i < this.hedges.len() {
-                let (started_at, fut) = &mut this.hedges[i];
-                if let Poll::Ready(outcome) = fut.as_mut().poll(cx) {
-                    progressed = true;
-                    let latency = started_at.elapsed();
-                    drop(this.hedges.swap_remove(i));
-                    if let Some(response) = accept(
-                        this.shared,
-                        this.route,
-                        latency,
-                        outcome.map_err(Into::into),
-                        this.first_response,
-                        this.first_error,
-                    ) {
-                        // Drop the losers now: this cancels them.
-                        this.first.set(None);
-                        this.hedges.clear();
-                        *this.hedging = None;
-                        tracing::debug!("hedge won");
-                        metrics::hedge_win(true);
-                        return Poll::Ready(Ok(response));
-                    }
-                } else {
-                    i += 1;
                 }
             }
 
