@@ -619,3 +619,57 @@ async fn each_attempt_is_a_fresh_numbered_copy() {
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), [(1, false), (2, false), (3, false)]);
 }
+
+proptest::proptest! {
+    /// For any script of answers, the layer makes exactly the attempts the
+    /// rules allow and returns the answer of its last attempt.
+    #[test]
+    fn attempts_follow_the_rules(
+        script in proptest::collection::vec(
+            proptest::sample::select(vec![200u16, 201, 404, 408, 429, 500, 502, 503]),
+            1..8,
+        ),
+        max_attempts in 1u32..6,
+        post in proptest::bool::ANY,
+        seed in proptest::num::u64::ANY,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            let calls = std::sync::Arc::new(AtomicUsize::new(0));
+            let seen = calls.clone();
+            let answers = script.clone();
+            let svc = RetryLayer::new()
+                .max_attempts(max_attempts)
+                .no_budget()
+                .seed(seed)
+                .layer(tower::service_fn(move |_r: Request<Body>| {
+                    let i = seen.fetch_add(1, Ordering::SeqCst);
+                    let status = answers[i.min(answers.len() - 1)];
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder().status(status).body(()).unwrap(),
+                        )
+                    }
+                }));
+            let method = if post { Method::POST } else { Method::GET };
+            let resp = svc.oneshot(req(method, "http://svc/a".into(), "")).await.unwrap();
+            let failure = |s: u16| s >= 500 || s == 408 || s == 429;
+            let status_at = |i: usize| script[i.min(script.len() - 1)];
+            let expected_attempts = if post {
+                1
+            } else {
+                (0..max_attempts as usize)
+                    .position(|i| !failure(status_at(i)))
+                    .map_or(max_attempts as usize, |i| i + 1)
+            };
+            proptest::prop_assert_eq!(calls.load(Ordering::SeqCst), expected_attempts);
+            proptest::prop_assert_eq!(resp.status().as_u16(), status_at(expected_attempts - 1));
+            Ok(())
+        })?;
+    }
+}
