@@ -339,3 +339,28 @@ async fn inbound_traceparent_enters_the_call_context() {
     let b = body(serve(&mut app, send(None)).await).await;
     assert_ne!(a, b);
 }
+
+#[tokio::test]
+async fn a_streaming_body_runs_in_the_call_context_too() {
+    let mut app = Router::new()
+        .route(
+            "/stream",
+            get(|| async {
+                let chunk = futures_util::stream::once(async {
+                    let trace = CallContext::current().and_then(|c| c.trace());
+                    let text = trace.map(|t| t.to_string()).unwrap_or_default();
+                    Ok::<_, Infallible>(Bytes::from(text))
+                });
+                Response::new(AxumBody::from_stream(chunk))
+            }),
+        )
+        .layer(ServerMetricsLayer::new());
+    let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let req = Request::get("/stream")
+        .header("traceparent", good)
+        .body(AxumBody::empty())
+        .unwrap();
+    let resp = serve(&mut app, req).await;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, good);
+}

@@ -3,6 +3,7 @@ use std::task::{ready, Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use sinew_core::CallContext;
 
 use super::future::ServerRecording;
 
@@ -10,16 +11,19 @@ pin_project! {
     /// The response body of [`ServerMetrics`](super::ServerMetrics): the
     /// inner body, recording the request's duration when it ends (end of
     /// stream, an error, or being dropped, e.g. when the client goes away or
-    /// for a `HEAD` response that is never polled).
+    /// for a `HEAD` response that is never polled). The inner body is polled
+    /// inside the request's call context, so a streaming body that makes
+    /// calls continues the trace too.
     pub struct MetricsBody<B> {
         #[pin]
         inner: B,
         recording: Option<ServerRecording>,
+        ctx: CallContext,
     }
 }
 
 impl<B: Body> MetricsBody<B> {
-    pub(crate) fn new(inner: B, recording: Option<ServerRecording>) -> Self {
+    pub(crate) fn new(inner: B, recording: Option<ServerRecording>, ctx: CallContext) -> Self {
         let mut recording = recording;
         if inner.is_end_stream() {
             // An empty body is finished as soon as the headers are.
@@ -27,7 +31,11 @@ impl<B: Body> MetricsBody<B> {
                 r.finish();
             }
         }
-        MetricsBody { inner, recording }
+        MetricsBody {
+            inner,
+            recording,
+            ctx,
+        }
     }
 }
 
@@ -48,7 +56,8 @@ impl<B: Body> Body for MetricsBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
+        let ctx = *this.ctx;
+        let frame = ready!(ctx.sync_scope(|| this.inner.as_mut().poll_frame(cx)));
         match &frame {
             None => {
                 if let Some(mut r) = this.recording.take() {

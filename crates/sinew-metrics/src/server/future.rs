@@ -21,14 +21,20 @@ pin_project! {
         #[pin]
         inner: TaskLocalFuture<CallContext, F>,
         recording: Option<ServerRecording>,
+        ctx: CallContext,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: TaskLocalFuture<CallContext, F>, recording: ServerRecording) -> Self {
+    pub(crate) fn new(
+        inner: TaskLocalFuture<CallContext, F>,
+        recording: ServerRecording,
+        ctx: CallContext,
+    ) -> Self {
         ResponseFuture {
             inner,
             recording: Some(recording),
+            ctx,
         }
     }
 }
@@ -59,7 +65,8 @@ where
                     r.status(response.status());
                     r
                 });
-                Ok(response.map(|body| MetricsBody::new(body, recording)))
+                let ctx = *this.ctx;
+                Ok(response.map(|body| MetricsBody::new(body, recording, ctx)))
             }
             Err(e) => {
                 if let Some(mut r) = recording {

@@ -154,6 +154,7 @@ where
         ResponseFuture::new(
             ctx.scope(future),
             ServerRecording::new(start, layer.naming, labels, active, span),
+            ctx,
         )
     }
 }
