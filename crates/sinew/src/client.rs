@@ -291,13 +291,18 @@ impl std::error::Error for HookError {
 }
 
 /// Builds a [`Client`].
-#[derive(Default)]
 #[must_use]
 pub struct ClientBuilder {
     base: Option<String>,
     pool: PoolConfig,
     roots: Option<TlsRoots>,
     timeout: Option<Duration>,
+    #[cfg(feature = "deadline")]
+    deadline: Option<sinew_deadline::DeadlineConfig>,
+    #[cfg(feature = "retry")]
+    retry: Option<sinew_retry::RetryLayer>,
+    #[cfg(feature = "retry")]
+    hedge: Option<sinew_retry::HedgeLayer>,
     #[cfg(feature = "sign")]
     sign: Option<sinew_sign::HmacSignLayer>,
     auth: Option<crate::auth::TokenAuthConfig>,
@@ -308,6 +313,32 @@ pub struct ClientBuilder {
     )>,
     on_attempt: Option<crate::observe::AttemptHook>,
     error: Option<Error>,
+}
+
+impl Default for ClientBuilder {
+    /// The defaults of DESIGN.md: deadline propagation and retries on,
+    /// every other layer off.
+    fn default() -> Self {
+        ClientBuilder {
+            base: None,
+            pool: PoolConfig::default(),
+            roots: None,
+            timeout: None,
+            #[cfg(feature = "deadline")]
+            deadline: Some(sinew_deadline::DeadlineConfig::default()),
+            #[cfg(feature = "retry")]
+            retry: Some(sinew_retry::RetryLayer::new()),
+            #[cfg(feature = "retry")]
+            hedge: None,
+            #[cfg(feature = "sign")]
+            sign: None,
+            auth: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
+            on_attempt: None,
+            error: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -327,12 +358,83 @@ impl ClientBuilder {
         if let Some(url) = &config.base_url {
             b = b.base_url(url);
         }
-        if config.deadline.enabled {
-            if let Some(t) = config.deadline.timeout {
-                b = b.timeout(t);
-            }
-        }
+        b = b.apply_deadline(config)?;
+        b = b.apply_retry(config)?;
         Ok(b)
+    }
+
+    #[cfg(feature = "deadline")]
+    fn apply_deadline(mut self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        let d = &config.deadline;
+        self.deadline = d.enabled.then(|| {
+            let mut c = sinew_deadline::DeadlineConfig::default();
+            c.timeout = d.timeout;
+            c.min_remaining = d.min_remaining;
+            c.grpc_timeout = d.grpc_timeout;
+            c
+        });
+        Ok(self)
+    }
+
+    #[cfg(not(feature = "deadline"))]
+    fn apply_deadline(mut self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        if config.deadline.enabled {
+            self.timeout = config.deadline.timeout;
+        }
+        Ok(self)
+    }
+
+    #[cfg(feature = "retry")]
+    fn apply_retry(mut self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        use crate::config::{BackoffKind as B, RetryMethods as M};
+        let cfg_err = |section: &str, e: &dyn std::fmt::Display| {
+            Error::new(ErrorKind::Config, format!("[{section}]: {e}"))
+        };
+        let r = &config.retry;
+        self.retry = if r.enabled {
+            let mut c = sinew_retry::RetryConfig::default();
+            c.max_attempts = r.max_attempts;
+            c.backoff = match r.backoff {
+                B::Decorrelated => sinew_retry::BackoffKind::Decorrelated,
+                B::Exponential => sinew_retry::BackoffKind::Exponential,
+                B::Linear => sinew_retry::BackoffKind::Linear,
+                B::Constant => sinew_retry::BackoffKind::Constant,
+            };
+            c.base_delay = r.base_delay;
+            c.max_delay = r.max_delay;
+            c.methods = match r.methods {
+                M::Idempotent => sinew_retry::RetryMethods::Idempotent,
+                M::All => sinew_retry::RetryMethods::All,
+                M::AioRequest => sinew_retry::RetryMethods::AioRequest,
+            };
+            c.budget_ratio = r.budget_ratio;
+            c.budget_min_per_sec = r.budget_min_per_sec;
+            c.max_retry_after = r.max_retry_after;
+            c.retry_circuit_open = config.balance.is_some();
+            Some(sinew_retry::RetryLayer::from_config(&c).map_err(|e| cfg_err("retry", &e))?)
+        } else {
+            None
+        };
+        if let Some(h) = &config.hedge {
+            let c = sinew_retry::HedgeConfig {
+                delays: h.delays.clone(),
+                ..Default::default()
+            };
+            self.hedge =
+                Some(sinew_retry::HedgeLayer::from_config(&c).map_err(|e| cfg_err("hedge", &e))?);
+        }
+        Ok(self)
+    }
+
+    #[cfg(not(feature = "retry"))]
+    fn apply_retry(self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        if config.retry.enabled && config.retry.max_attempts > 1 || config.hedge.is_some() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "[retry]/[hedge] need the `retry` feature of sinew",
+            ));
+        }
+        Ok(self)
     }
 
     /// Relative paths are joined to this URL.
@@ -400,6 +502,44 @@ impl ClientBuilder {
     /// request's own deadline and an inherited one wins).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Deadline propagation settings (on by default; see `sinew-deadline`).
+    /// The builder's [`timeout`](Self::timeout) overrides `config.timeout`.
+    #[cfg(feature = "deadline")]
+    pub fn deadline(mut self, config: sinew_deadline::DeadlineConfig) -> Self {
+        self.deadline = Some(config);
+        self
+    }
+
+    /// No deadline layer: no local deadline enforcement and no
+    /// `X-Request-Timeout` / `X-Request-Priority` headers.
+    #[cfg(feature = "deadline")]
+    pub fn no_deadline(mut self) -> Self {
+        self.deadline = None;
+        self
+    }
+
+    /// Retry failed calls with this layer (on by default with
+    /// `RetryLayer::new()`: 3 attempts, decorrelated jitter, 20 % budget).
+    #[cfg(feature = "retry")]
+    pub fn retry(mut self, layer: sinew_retry::RetryLayer) -> Self {
+        self.retry = Some(layer);
+        self
+    }
+
+    /// Never retry.
+    #[cfg(feature = "retry")]
+    pub fn no_retry(mut self) -> Self {
+        self.retry = None;
+        self
+    }
+
+    /// Hedge slow idempotent calls (below retries).
+    #[cfg(feature = "retry")]
+    pub fn hedge(mut self, layer: sinew_retry::HedgeLayer) -> Self {
+        self.hedge = Some(layer);
         self
     }
 
@@ -483,9 +623,37 @@ where
     .layer(attempt);
     #[cfg(feature = "metrics")]
     let s = option_layer(builder.metrics.as_ref().and_then(|m| m.1.clone())).layer(s);
+    #[cfg(feature = "deadline")]
+    let s = option_layer(
+        builder
+            .deadline
+            .as_ref()
+            .map(|d| sinew_deadline::PropagateDeadlineLayer::new().grpc_timeout(d.grpc_timeout)),
+    )
+    .layer(s);
     #[cfg(feature = "sign")]
     let s = option_layer(builder.sign.clone()).layer(s);
     // Per logical call.
+    #[cfg(feature = "retry")]
+    let s = option_layer(builder.hedge.clone()).layer(s);
+    #[cfg(feature = "retry")]
+    let s = option_layer(builder.retry.clone()).layer(s);
+    #[cfg(feature = "deadline")]
+    let s = {
+        let layer = builder.deadline.clone().map(|mut config| {
+            if builder.timeout.is_some() {
+                config.timeout = builder.timeout;
+            }
+            // The per-attempt layer writes the headers, fresh for each attempt.
+            sinew_deadline::DeadlineLayer::from_config(config).write_headers(false)
+        });
+        let plain_timeout = match layer {
+            Some(_) => None,
+            None => builder.timeout.map(tower::timeout::TimeoutLayer::new),
+        };
+        option_layer(plain_timeout).layer(option_layer(layer).layer(s))
+    };
+    #[cfg(not(feature = "deadline"))]
     let s = option_layer(builder.timeout.map(tower::timeout::TimeoutLayer::new)).layer(s);
     #[cfg(feature = "metrics")]
     let s = option_layer(builder.metrics.as_ref().map(|m| m.0.clone())).layer(s);

@@ -206,6 +206,8 @@ impl RequestBuilder {
         }
         if self.idempotent {
             req.extensions_mut().insert(Idempotent);
+            #[cfg(feature = "retry")]
+            req.extensions_mut().insert(sinew_retry::Retryable);
         }
         Ok((self.client, req))
     }

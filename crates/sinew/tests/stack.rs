@@ -1,0 +1,184 @@
+#![allow(clippy::unwrap_used)]
+//! The default stack (deadline propagation and retries) against real
+//! servers on 127.0.0.1.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, put};
+use axum::Router;
+use sinew::{CallContext, Client, ErrorKind, Priority};
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Fails with 503 the first `fail` times, then answers 200.
+fn flaky(fail: usize) -> (Router, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let handler = move |State(h): State<Arc<AtomicUsize>>| async move {
+        if h.fetch_add(1, Ordering::SeqCst) < fail {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        }
+    };
+    let app = Router::new()
+        .route("/thing", put(handler).post(handler))
+        .with_state(hits.clone());
+    (app, hits)
+}
+
+#[tokio::test]
+async fn a_put_to_a_503_then_200_server_succeeds_on_attempt_2() {
+    let (app, hits) = flaky(1);
+    let client = Client::builder()
+        .base_url(&serve(app).await)
+        .build()
+        .unwrap();
+    client.put("/thing").body("x").send().await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_post_is_sent_once_unless_marked_idempotent() {
+    let (app, hits) = flaky(2);
+    let client = Client::builder()
+        .base_url(&serve(app).await)
+        .build()
+        .unwrap();
+    let err = client.post("/thing").body("x").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    client
+        .post("/thing")
+        .body("x")
+        .idempotent()
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn no_retry_means_one_attempt() {
+    let (app, hits) = flaky(1);
+    let client = Client::builder()
+        .base_url(&serve(app).await)
+        .no_retry()
+        .build()
+        .unwrap();
+    assert!(client.put("/thing").send().await.is_err());
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
+
+fn recording() -> (Router, Seen) {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/seen",
+            get(|State(s): State<Seen>, h: HeaderMap| async move {
+                let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
+                s.lock()
+                    .unwrap()
+                    .push((get("x-request-timeout"), get("x-request-priority")));
+                "ok"
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                "late"
+            }),
+        )
+        .with_state(seen.clone());
+    (app, seen)
+}
+
+#[tokio::test]
+async fn deadline_and_priority_are_sent_and_enforced() {
+    let (app, seen) = recording();
+    let base = serve(app).await;
+    let client = Client::builder()
+        .base_url(&base)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    client
+        .get("/seen")
+        .priority(Priority::High)
+        .send()
+        .await
+        .unwrap();
+    let (timeout, priority) = seen.lock().unwrap()[0].clone();
+    let left: f64 = timeout.unwrap().parse().unwrap();
+    assert!(left > 1.5 && left <= 2.0, "{left}");
+    assert_eq!(priority.as_deref(), Some("high"));
+
+    let started = std::time::Instant::now();
+    let err = client
+        .get("/slow")
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");
+    assert!(started.elapsed() < Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn an_inherited_context_travels_with_the_call() {
+    let (app, seen) = recording();
+    let client = Client::builder()
+        .base_url(&serve(app).await)
+        .build()
+        .unwrap();
+    let ctx = CallContext::new()
+        .with_timeout(Duration::from_millis(800))
+        .with_priority(Priority::Low);
+    ctx.scope(async { client.get("/seen").send().await.unwrap() })
+        .await;
+    let (timeout, priority) = seen.lock().unwrap()[0].clone();
+    let left: f64 = timeout.unwrap().parse().unwrap();
+    assert!(left > 0.5 && left <= 0.8, "{left}");
+    assert_eq!(priority.as_deref(), Some("low"));
+}
+
+#[tokio::test]
+async fn config_file_builds_the_stack() {
+    let (app, hits) = flaky(2);
+    let base = serve(app).await;
+    let dir = std::env::temp_dir().join(format!("sinew-stack-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("client.toml");
+    std::fs::write(
+        &path,
+        format!("base_url = \"{base}\"\n[retry]\nmax_attempts = 2\nbackoff = \"constant\"\nbase_delay = \"1ms\"\n"),
+    )
+    .unwrap();
+    let client = Client::from_config(&path).unwrap();
+    // Two attempts, both 503.
+    assert_eq!(
+        client.put("/thing").send().await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    // Retries off.
+    std::fs::write(
+        &path,
+        format!("base_url = \"{base}\"\n[retry]\nenabled = false\n"),
+    )
+    .unwrap();
+    let client = Client::from_config(&path).unwrap();
+    client.put("/thing").send().await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
