@@ -156,6 +156,7 @@ impl RetryBudget {
     }
 
     /// Record one original request.
+    #[inline]
     pub fn deposit(&self) {
         let inner = &*self.inner;
         if inner.deposit == 0 {

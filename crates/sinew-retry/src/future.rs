@@ -23,13 +23,6 @@ use crate::layer::Policy;
 use crate::metrics;
 use crate::policy::{retry_after, Attempt, NotReplayable};
 
-/// What a later attempt needs: a service to call and the request to copy.
-pub(crate) struct Replay<S, B> {
-    pub(crate) service: S,
-    /// Taken (not copied) for the last attempt.
-    pub(crate) template: Option<Request<B>>,
-}
-
 pin_project! {
     /// The response future of [`Retry`](crate::Retry).
     pub struct ResponseFuture<S, B>
@@ -39,20 +32,30 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         policy: Arc<Policy>,
-        replay: Option<Replay<S, B>>,
+        // The request to copy for later attempts (taken, not copied, for the
+        // last one) and the service to send them to.
+        template: Option<Request<B>>,
+        service: Option<S>,
         replayable: Result<(), NotReplayable>,
         deadline: Option<Instant>,
         attempts: u32,
-        backoff: BackoffState,
-        rng: Option<SmallRng>,
+        // Jitter state, made on the first retry (kept off the happy path so
+        // the future stays small).
+        jitter: Option<Box<Jitter>>,
     }
+}
+
+/// Per-call state of the backoff curve.
+struct Jitter {
+    backoff: BackoffState,
+    rng: SmallRng,
 }
 
 pin_project! {
     #[project = StateProj]
     enum State<F> {
         Calling { #[pin] future: F },
-        Sleeping { #[pin] sleep: Sleep },
+        Sleeping { sleep: Pin<Box<Sleep>> },
         Ready,
         DeadlinePassed,
         Done,
@@ -66,19 +69,20 @@ where
     pub(crate) fn new(
         policy: Arc<Policy>,
         future: S::Future,
-        replay: Option<Replay<S, B>>,
+        template: Option<Request<B>>,
+        service: Option<S>,
         replayable: Result<(), NotReplayable>,
         deadline: Option<Instant>,
     ) -> Self {
         ResponseFuture {
             state: State::Calling { future },
             policy,
-            replay,
+            template,
+            service,
             replayable,
             deadline,
             attempts: 1,
-            backoff: BackoffState::new(),
-            rng: None,
+            jitter: None,
         }
     }
 
@@ -86,12 +90,12 @@ where
         ResponseFuture {
             state: State::DeadlinePassed,
             policy,
-            replay: None,
+            template: None,
+            service: None,
             replayable: Err(NotReplayable::SingleAttempt),
             deadline: None,
             attempts: 0,
-            backoff: BackoffState::new(),
-            rng: None,
+            jitter: None,
         }
     }
 }
@@ -116,14 +120,25 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
                     let outcome = ready!(future.poll(cx)).map_err(Into::into);
+                    // The happy path: a success goes straight back (like
+                    // tower's futures, this one must not be polled again).
+                    if let Ok(response) = &outcome {
+                        if this
+                            .policy
+                            .classifier
+                            .classify_response(response)
+                            .is_success()
+                        {
+                            return Poll::Ready(outcome);
+                        }
+                    }
                     let step = decide(
                         this.policy,
                         *this.attempts,
                         *this.replayable,
-                        this.replay.as_ref().is_some_and(|r| r.template.is_some()),
+                        this.template.is_some() && this.service.is_some(),
                         *this.deadline,
-                        this.backoff,
-                        this.rng,
+                        this.jitter,
                         outcome,
                     );
                     match step {
@@ -142,30 +157,30 @@ where
                                 this.state.set(State::Ready);
                             } else {
                                 this.state.set(State::Sleeping {
-                                    sleep: tokio::time::sleep(delay),
+                                    sleep: Box::pin(tokio::time::sleep(delay)),
                                 });
                             }
                         }
                     }
                 }
                 StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
-                    let Some(replay) = this.replay.as_mut() else {
+                    let Some(service) = this.service.as_mut() else {
                         this.state.set(State::Done);
-                        return Poll::Ready(Err(internal("retry without a request to replay")));
+                        return Poll::Ready(Err(internal("retry without a service to call")));
                     };
-                    if let Err(e) = ready!(replay.service.poll_ready(cx)) {
+                    if let Err(e) = ready!(service.poll_ready(cx)) {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(e.into()));
                     }
                     let attempt = *this.attempts + 1;
                     let last = attempt >= this.policy.max_attempts;
-                    let request = match replay.template.as_ref() {
-                        Some(t) if !last => try_clone_request(t).or_else(|| replay.template.take()),
-                        _ => replay.template.take(),
+                    let request = match this.template.as_ref() {
+                        Some(t) if !last => try_clone_request(t).or_else(|| this.template.take()),
+                        _ => this.template.take(),
                     };
                     let Some(mut request) = request else {
                         this.state.set(State::Done);
@@ -174,7 +189,7 @@ where
                     request.extensions_mut().insert(Attempt(attempt));
                     tracing::debug!(attempt, "retry attempt started");
                     *this.attempts = attempt;
-                    let future = replay.service.call(request);
+                    let future = service.call(request);
                     this.state.set(State::Calling { future });
                 }
                 StateProj::DeadlinePassed => {
@@ -194,16 +209,16 @@ fn internal(msg: &'static str) -> BoxError {
     msg.into()
 }
 
-/// Decide what follows an attempt's outcome.
+/// Decide what follows an attempt's outcome (a success returns at once).
 #[allow(clippy::too_many_arguments)]
+#[inline(never)]
 fn decide<R>(
     policy: &Policy,
     attempts: u32,
     replayable: Result<(), NotReplayable>,
     can_replay: bool,
     deadline: Option<Instant>,
-    backoff: &mut BackoffState,
-    rng: &mut Option<SmallRng>,
+    jitter: &mut Option<Box<Jitter>>,
     outcome: Result<Response<R>, BoxError>,
 ) -> Step<Response<R>> {
     let kind = match &outcome {
@@ -239,8 +254,13 @@ fn decide<R>(
         }
         Some(wait) => wait,
         None => {
-            let rng = rng.get_or_insert_with(|| policy.rng.rng());
-            policy.backoff.next_delay(backoff, rng)
+            let j = jitter.get_or_insert_with(|| {
+                Box::new(Jitter {
+                    backoff: BackoffState::new(),
+                    rng: policy.rng.rng(),
+                })
+            });
+            policy.backoff.next_delay(&mut j.backoff, &mut j.rng)
         }
     };
     if let Some(deadline) = deadline {

@@ -85,6 +85,22 @@
 //! own budget; the first acceptable response wins and the other attempts are
 //! dropped (cancelling them: hyper closes their connections).
 //!
+//! With HTTP/1 a cancelled attempt's connection is closed (the server sees
+//! it go away); with HTTP/2 its stream is reset and the connection stays.
+//!
+//! # Where the layers sit
+//!
+//! In sinew's client stack (outermost first): metrics per call → deadline →
+//! **retry / hedge** → load balance → per-endpoint circuit breaker → signing
+//! → per-attempt metrics → the hyper client. Retry sits under the deadline
+//! layer so it knows the time left, and above the balancer so each attempt
+//! may go to another endpoint and is signed afresh. The two layers can be
+//! stacked: `RetryLayer` above `HedgeLayer` retries a call whose hedged
+//! attempts all failed; each has its own budget.
+//!
+//! Both layers need `B: TryCloneBody` (the client path's
+//! `sinew_core::Body`, `http_body_util::Full`, `Empty`, `String`).
+//!
 //! # Observability
 //!
 //! `tracing` events at every decision (`retry scheduled`, `not retried` with

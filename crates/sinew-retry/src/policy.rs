@@ -41,6 +41,7 @@ impl RetryMethods {
     }
 
     /// Whether `method` is eligible without any marking.
+    #[inline]
     pub fn allows(&self, method: &Method) -> bool {
         match self {
             RetryMethods::All => true,
@@ -118,6 +119,7 @@ impl NotReplayable {
 }
 
 /// Whether `req` may be sent more than once under `methods` (body aside).
+#[inline]
 pub(crate) fn eligible<B>(req: &Request<B>, methods: RetryMethods) -> Result<(), NotReplayable> {
     let ext = req.extensions();
     if ext.get::<NoRetry>().is_some() {

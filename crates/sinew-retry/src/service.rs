@@ -11,7 +11,7 @@ use sinew_core::BoxError;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::future::{Replay, ResponseFuture};
+use crate::future::ResponseFuture;
 use crate::layer::Policy;
 use crate::policy::{eligible, NotReplayable};
 
@@ -80,20 +80,26 @@ where
         } else {
             eligible(&req, policy.methods)
         };
-        let replay = match replayable {
-            Ok(()) => match try_clone_request(&req) {
-                Some(template) => Some(Replay {
-                    service: self.inner.clone(),
-                    template: Some(template),
-                }),
-                None => {
-                    replayable = Err(NotReplayable::Body);
-                    None
-                }
-            },
+        let template = match replayable {
+            Ok(()) => try_clone_request(&req),
             Err(_) => None,
         };
+        let service = if template.is_some() {
+            Some(self.inner.clone())
+        } else {
+            if replayable.is_ok() {
+                replayable = Err(NotReplayable::Body);
+            }
+            None
+        };
         let future = self.inner.call(req);
-        ResponseFuture::new(self.policy.clone(), future, replay, replayable, deadline)
+        ResponseFuture::new(
+            self.policy.clone(),
+            future,
+            template,
+            service,
+            replayable,
+            deadline,
+        )
     }
 }
