@@ -1,0 +1,228 @@
+//! An AMQP connection with a publisher-confirm channel, and a publisher for
+//! messages that bypass the outbox (commands sent at once).
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime};
+
+use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::publisher_confirm::PublisherConfirm;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use rand::Rng;
+use tokio::sync::Mutex;
+
+use crate::error::Error;
+use crate::message::NewCommand;
+use crate::wire;
+
+/// Connection properties running lapin on the current tokio runtime.
+pub(crate) fn connection_properties(name: &str) -> ConnectionProperties {
+    ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio::current())
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): exponential from
+/// `min`, capped at `max`, with "equal jitter" (half fixed, half random).
+pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
+    let exp = min.saturating_mul(1u32 << attempt.min(20)).min(max);
+    let half = exp / 2;
+    let jitter =
+        rand::thread_rng().gen_range(0..=half.as_micros().min(u128::from(u64::MAX)) as u64);
+    half + Duration::from_micros(jitter)
+}
+
+/// Whether an exchange name can (and must) be declared.
+fn declarable(exchange: &str) -> bool {
+    !exchange.is_empty() && !exchange.starts_with("amq.")
+}
+
+/// A connection plus a confirm-mode channel, remembering what it declared.
+pub(crate) struct BrokerLink {
+    conn: Connection,
+    pub(crate) channel: Channel,
+    declared: HashSet<String>,
+}
+
+impl BrokerLink {
+    pub(crate) async fn connect(url: &str, name: &str) -> Result<Self, Error> {
+        let conn = Connection::connect(url, connection_properties(name)).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            conn,
+            channel,
+            declared: HashSet::new(),
+        })
+    }
+
+    /// Declare `exchange` (topic, durable) once per connection.
+    pub(crate) async fn ensure_exchange(&mut self, exchange: &str) -> Result<(), Error> {
+        if !declarable(exchange) || self.declared.contains(exchange) {
+            return Ok(());
+        }
+        self.channel
+            .exchange_declare(
+                exchange,
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::debug!(exchange, "exchange declared");
+        self.declared.insert(exchange.to_owned());
+        Ok(())
+    }
+
+    /// Publish; the returned future resolves on the broker's confirm.
+    pub(crate) async fn publish(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<PublisherConfirm, Error> {
+        self.ensure_exchange(exchange).await?;
+        Ok(self
+            .channel
+            .basic_publish(
+                exchange,
+                routing_key,
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?)
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.channel.close(200, "bye").await;
+        let _ = self.conn.close(200, "bye").await;
+    }
+}
+
+/// Settings of a [`Publisher`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct PublisherConfig {
+    /// AMQP URL. Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    pub amqp_url: String,
+    /// The `app_id` property (this service's name). Default `sinew`.
+    pub app_id: String,
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        Self {
+            amqp_url: crate::DEFAULT_AMQP_URL.into(),
+            app_id: "sinew".into(),
+        }
+    }
+}
+
+/// Publishes straight to the broker with publisher confirms, without the
+/// outbox (for commands: fire-and-forget, not transactional). Reconnects on
+/// the next call after a broker error.
+pub struct Publisher {
+    config: PublisherConfig,
+    link: Mutex<Option<BrokerLink>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// A publisher; it connects on first use.
+    pub fn new(config: PublisherConfig) -> Self {
+        Self {
+            config,
+            link: Mutex::new(None),
+        }
+    }
+
+    /// `send_command(service, name, args, timeout)`: published at once and
+    /// confirmed by the broker; `meta.expiredTime` is now + timeout.
+    pub async fn send_command(&self, command: &NewCommand) -> Result<(), Error> {
+        let body = command.body_at(SystemTime::now())?;
+        let props = wire::properties(&self.config.app_id, command.correlation_id.as_deref());
+        self.publish_raw(&command.service, &command.name, &body, props)
+            .await?;
+        metrics::counter!("sinew_events_published_total", "kind" => "command").increment(1);
+        Ok(())
+    }
+
+    /// Publish any body to `exchange` (declared topic/durable first) and
+    /// wait for the broker's confirm.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), Error> {
+        let confirm = {
+            let mut guard = self.link.lock().await;
+            if guard.is_none() {
+                *guard =
+                    Some(BrokerLink::connect(&self.config.amqp_url, &self.config.app_id).await?);
+            }
+            let Some(link) = guard.as_mut() else {
+                return Err(Error::Config("no broker link".into()));
+            };
+            match link.publish(exchange, routing_key, body, properties).await {
+                Ok(c) => c,
+                Err(e) => {
+                    if let Some(link) = guard.take() {
+                        link.close().await;
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        match confirm.await {
+            Ok(c) if c.is_ack() => Ok(()),
+            Ok(_) => Err(Error::Nacked {
+                exchange: exchange.to_owned(),
+            }),
+            Err(e) => {
+                *self.link.lock().await = None;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Close the connection.
+    pub async fn close(&self) {
+        if let Some(link) = self.link.lock().await.take() {
+            link.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        for attempt in 0..40 {
+            let d = backoff(attempt, min, max);
+            let cap = min.saturating_mul(1u32 << attempt.min(20)).min(max);
+            assert!(d >= cap / 2 && d <= cap, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(30, min, max) >= Duration::from_millis(2500));
+    }
+}

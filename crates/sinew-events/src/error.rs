@@ -1,0 +1,90 @@
+//! Error types.
+
+use std::fmt;
+
+/// A message body that does not follow the wire format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The body is not JSON.
+    #[error("malformed JSON: {0}")]
+    Json(String),
+    /// The body is JSON but not an object.
+    #[error("message body is not a JSON object")]
+    NotAnObject,
+    /// A required key is missing (either casing was tried).
+    #[error("missing key {0:?}")]
+    MissingKey(&'static str),
+    /// A key has a value of the wrong type.
+    #[error("key {key:?} has an invalid value: {reason}")]
+    InvalidValue {
+        /// The key (as sent on the wire).
+        key: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A timestamp that is not ISO 8601 / RFC 3339.
+    #[error("invalid timestamp {0:?}")]
+    Timestamp(String),
+}
+
+/// Errors of the outbox, the relay, the publisher and the consumer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A database error.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A broker (AMQP) error.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker refused (nacked) a published message.
+    #[error("broker did not confirm the message to exchange {exchange:?}")]
+    Nacked {
+        /// The exchange published to.
+        exchange: String,
+    },
+    /// A bad configuration value.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A message body could not be built or read.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// Wrap a handler error to send the message to the dead-letter queue at once,
+/// without retries (the message can never succeed, e.g. it does not parse).
+///
+/// ```
+/// use sinew_events::Permanent;
+/// let err: sinew_core::BoxError = Box::new(Permanent::new("unknown order"));
+/// assert!(err.downcast_ref::<Permanent>().is_some());
+/// ```
+#[derive(Debug)]
+pub struct Permanent {
+    inner: sinew_core::BoxError,
+}
+
+impl Permanent {
+    /// A permanent failure caused by `err`.
+    pub fn new(err: impl Into<sinew_core::BoxError>) -> Self {
+        Self { inner: err.into() }
+    }
+
+    /// The underlying error.
+    pub fn inner(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.inner
+    }
+}
+
+impl fmt::Display for Permanent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl std::error::Error for Permanent {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.inner)
+    }
+}

@@ -1,0 +1,95 @@
+//! Events and commands over RabbitMQ with a transactional outbox, wire
+//! compatible with django-microservices-communication.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use sinew_events::{Database, NewEvent, Outbox};
+//! use serde_json::json;
+//!
+//! // The outbox lives in the service's own database (SQLite here; PostgreSQL alike).
+//! let path = std::env::temp_dir().join(format!("sinew-events-doc-{}.db", std::process::id()));
+//! let db = Database::connect(&format!("sqlite:{}", path.display())).await?;
+//! let outbox = Outbox::new(db.clone(), "outbox")?;
+//! outbox.migrate().await?;
+//!
+//! // The event row commits or rolls back with the caller's own writes.
+//! let Database::Sqlite(pool) = &db else { unreachable!() };
+//! let mut tx = pool.begin().await?;
+//! sqlx::query("CREATE TABLE IF NOT EXISTS users (id INTEGER, city_name TEXT)").execute(&mut *tx).await?;
+//! sqlx::query("INSERT INTO users VALUES (1, 'Tashkent')").execute(&mut *tx).await?;
+//! let event = NewEvent::new("user", "update.base", json!({"user_id": 1, "city_name": "Tashkent"}));
+//! outbox.publish(&mut *tx, &event).await?;
+//! tx.commit().await?;
+//! assert_eq!(outbox.pending().await?, 1);
+//!
+//! // `sinew relay` (or `Relay::new(config).run(shutdown)`) then publishes it to
+//! // exchange `user`, routing key `update.base`, as
+//! // {"eventId":1,"event_time":"…Z","aggregate":"user","event_type":"update.base",
+//! //  "payload":{"cityName":"Tashkent","userId":1}}
+//! outbox.drop_table().await?;
+//! db.close().await;
+//! let _ = std::fs::remove_file(&path);
+//! # Ok(()) }
+//! ```
+//!
+//! # Pieces
+//!
+//! * [`Outbox`] — writes events ([`NewEvent`], optionally future with tags,
+//!   cancellable by aggregate + event type + tag subset) and commands
+//!   ([`NewCommand`]) as rows inside the caller's `sqlx` transaction
+//!   (PostgreSQL or SQLite).
+//! * [`Relay`] — claims due rows in id order (`FOR UPDATE SKIP LOCKED`),
+//!   publishes with publisher confirms, deletes after the confirm; wakes on
+//!   `LISTEN/NOTIFY` with a polling fallback; reconnects with backoff.
+//! * [`Publisher`] — commands sent at once (confirmed), outside the outbox.
+//! * [`Consumer`] + [`Router`] — handlers by exchange and routing key (exact,
+//!   `*`/`#` patterns, exchange catch-all, default), typed [`event_handler`]
+//!   and [`command_handler`] (expired commands acked and dropped), bounded
+//!   retries with backoff, then a dead-letter queue; malformed JSON goes to
+//!   the dead-letter queue at once with the reason in `x-sinew-reason`.
+//! * [`wire`] — the envelope, camelCasing and timestamps of COMPAT.md.
+//!
+//! # Metrics
+//!
+//! `sinew_events_outbox_writes_total{kind}`, `sinew_events_published_total{kind}`,
+//! `sinew_events_relay_batches_total`, `sinew_events_relay_errors_total{stage}`,
+//! `sinew_events_relay_nacked_total`, `sinew_events_future_cancelled_total`,
+//! `sinew_events_consumed_total{outcome}` (`ok`, `unrouted`, `dead_lettered`),
+//! `sinew_events_handler_retries_total`, `sinew_events_dead_lettered_total{reason}`
+//! (`malformed`, `permanent`, `handler_failed`), `sinew_events_commands_expired_total`.
+
+#![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+#![warn(missing_docs)]
+
+mod broker;
+mod config;
+mod consumer;
+mod error;
+mod message;
+mod outbox;
+mod relay;
+mod router;
+mod time;
+pub mod wire;
+
+pub use broker::{Publisher, PublisherConfig};
+pub use consumer::{
+    Binding, Consumer, ConsumerConfig, ConsumerStats, HEADER_ATTEMPTS, HEADER_EXCHANGE,
+    HEADER_REASON, HEADER_ROUTING_KEY,
+};
+pub use error::{Error, Permanent, WireError};
+pub use message::{NewCommand, NewEvent};
+pub use outbox::{Database, Outbox, OutboxConn, DEFAULT_TABLE};
+pub use relay::{Relay, RelayConfig, RelayStats};
+pub use router::{
+    command_handler, event_handler, handler_fn, topic_matches, Command, CommandHandler, Event,
+    EventHandler, Handler, HandlerFn, Message, Router,
+};
+
+/// The default AMQP URL: the local broker with the guest account.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+pub use lapin;
+pub use sqlx;
