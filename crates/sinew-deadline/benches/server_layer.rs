@@ -44,6 +44,17 @@ fn bench(c: &mut Criterion) {
         )
     });
 
+    // Reference: tower's own fixed timeout (no headers, no context).
+    let mut timeout =
+        tower::timeout::TimeoutLayer::new(std::time::Duration::from_secs(20)).layer(app);
+    g.bench_function("tower_timeout", |b| {
+        b.to_async(&rt).iter_batched(
+            || request(true),
+            |req| timeout.call(req),
+            BatchSize::SmallInput,
+        )
+    });
+
     let mut deadline = ServerDeadlineLayer::new().layer(app);
     g.bench_function("deadline_no_headers", |b| {
         b.to_async(&rt).iter_batched(
@@ -67,6 +78,28 @@ fn bench(c: &mut Criterion) {
             |req| both.call(req),
             BatchSize::SmallInput,
         )
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("parts");
+    let headers = request(true).headers().clone();
+    g.bench_function("parse_headers", |b| {
+        b.iter(|| {
+            sinew_deadline::server::parse_headers(
+                std::hint::black_box(&headers),
+                &sinew_core::SystemClock,
+                false,
+            )
+        })
+    });
+    g.bench_function("system_time_now", |b| b.iter(std::time::SystemTime::now));
+    g.bench_function("tokio_instant_now", |b| {
+        let _guard = rt.enter();
+        b.iter(tokio::time::Instant::now)
+    });
+    g.bench_function("scope", |b| {
+        let ctx = sinew_core::CallContext::new().with_priority(sinew_core::Priority::High);
+        b.to_async(&rt).iter(|| ctx.scope(async { 1 }))
     });
     g.finish();
 }

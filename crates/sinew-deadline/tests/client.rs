@@ -350,3 +350,23 @@ async fn write_headers_off_leaves_headers_to_the_per_attempt_layer() {
     assert!(h.get("x-request-timeout").is_none() && h.get("x-request-priority").is_none());
     assert!(deadline.is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn works_with_the_sinew_client_body() {
+    use sinew_core::Body;
+    let svc = service_fn(|req: Request<Body>| async move {
+        assert_eq!(req.body().bytes().map(|b| &b[..]), Some(&b"payload"[..]));
+        Ok::<_, Infallible>(Response::new(
+            header(req.headers(), "x-request-timeout").unwrap(),
+        ))
+    });
+    let client = ServiceBuilder::new()
+        .layer(DeadlineLayer::new().timeout(Duration::from_millis(1200)))
+        .layer(PropagateDeadlineLayer::new())
+        .service(svc);
+    let res = client
+        .oneshot(Request::new(Body::full("payload")))
+        .await
+        .unwrap();
+    assert_eq!(res.into_body(), "1.200");
+}

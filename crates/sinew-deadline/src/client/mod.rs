@@ -8,7 +8,7 @@
 //! once (the earliest of the request's [`Deadline`](sinew_core::Deadline)
 //! extension, its own timeout and the ambient [`CallContext`]), stores it in
 //! the request as a `Deadline` extension (and the priority as a
-//! [`Priority`](sinew_core::Priority) extension) for the layers below,
+//! [`Priority`] extension) for the layers below,
 //! enforces it, and by default also writes the headers. Those headers are
 //! right for a stack without retries. When attempts happen below it, put
 //! [`PropagateDeadlineLayer`] at the per-attempt position (just above the

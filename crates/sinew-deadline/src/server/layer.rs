@@ -1,6 +1,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use sinew_core::headers::{
@@ -156,23 +156,23 @@ pub struct ParsedHeaders {
 }
 
 /// Read the deadline and priority headers of a request, as the server layer
-/// does (uncapped, no default). `now` is the wall clock for
+/// does (uncapped, no default). `clock` is read (only) for
 /// `x-request-deadline-at`.
 ///
 /// ```
-/// use std::time::{Duration, SystemTime};
-/// use sinew_core::Priority;
+/// use std::time::Duration;
+/// use sinew_core::{Priority, SystemClock};
 /// let mut headers = http::HeaderMap::new();
 /// headers.insert("x-request-timeout", "4.5".parse().unwrap());
 /// headers.insert("grpc-timeout", "2S".parse().unwrap());
 /// headers.insert("x-request-priority", "high".parse().unwrap());
-/// let parsed = sinew_deadline::server::parse_headers(&headers, SystemTime::now(), false).unwrap();
+/// let parsed = sinew_deadline::server::parse_headers(&headers, &SystemClock, false).unwrap();
 /// assert_eq!(parsed.timeout, Some((Duration::from_secs(2), "grpc-timeout")));
 /// assert_eq!(parsed.priority, Some(Priority::High));
 /// ```
 pub fn parse_headers(
     headers: &HeaderMap,
-    now: SystemTime,
+    clock: &dyn Clock,
     trust_envoy: bool,
 ) -> Result<ParsedHeaders, InvalidHeader> {
     let mut out = ParsedHeaders::default();
@@ -194,9 +194,12 @@ pub fn parse_headers(
         &parse::request_timeout,
     )?;
     take(GRPC_TIMEOUT, "grpc-timeout", &parse::grpc_timeout)?;
-    take(X_REQUEST_DEADLINE_AT, "x-request-deadline-at", &|v| {
-        parse::deadline_at(v).map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
-    })?;
+    if headers.contains_key(X_REQUEST_DEADLINE_AT) {
+        let now = clock.now();
+        take(X_REQUEST_DEADLINE_AT, "x-request-deadline-at", &|v| {
+            parse::deadline_at(v).map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
+        })?;
+    }
     if trust_envoy {
         take(
             X_ENVOY_EXPECTED_RQ_TIMEOUT_MS,
@@ -232,7 +235,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         let cfg = &*self.config;
-        let parsed = match parse_headers(req.headers(), self.clock.now(), cfg.trust_envoy) {
+        let parsed = match parse_headers(req.headers(), &*self.clock, cfg.trust_envoy) {
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(header = %e.header(), kind = e.kind().as_str(), "request refused: invalid deadline header");
