@@ -18,4 +18,7 @@ fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
 pkill -x etcd >/dev/null 2>&1 || true
 
+# PostgreSQL and RabbitMQ (sinew-events' tests): start them when they are down.
+scripts/services.sh
+
 exec cargo test --workspace "$@"
