@@ -354,3 +354,41 @@ async fn context_spawn_carries_the_context_into_tasks() {
     assert_eq!(ctx.priority(), Priority::High);
     assert_eq!(ctx.remaining(), Some(Duration::from_millis(1500)));
 }
+
+mod no_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: [&str; 5] = [
+        "x-request-timeout",
+        "x-request-deadline-at",
+        "grpc-timeout",
+        "x-envoy-expected-rq-timeout-ms",
+        "x-request-priority",
+    ];
+
+    proptest! {
+        /// Any header values, through the whole service (trusting Envoy, no
+        /// cap on the deadline): an answer, never a panic.
+        #[test]
+        fn no_header_value_panics_the_server_layer(
+            values in proptest::collection::vec((0usize..5, proptest::collection::vec(any::<u8>(), 0..40)), 0..6),
+            near in proptest::collection::vec((0usize..5, "[0-9eE+.\\-:TZ nmuSMH]{0,24}"), 0..4),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            let layer = ServerDeadlineLayer::new()
+                .trust_envoy(true)
+                .max_timeout(Duration::MAX)
+                .cancel_at_deadline(true);
+            let mut req = Request::new(String::new());
+            let pairs = values.into_iter().chain(near.into_iter().map(|(i, s)| (i, s.into_bytes())));
+            for (i, bytes) in pairs {
+                if let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
+                    req.headers_mut().append(NAMES[i], v);
+                }
+            }
+            let res = rt.block_on(layer.layer(service_fn(handler)).oneshot(req)).unwrap();
+            prop_assert!(matches!(res.status().as_u16(), 200 | 400 | 408 | 504), "{}", res.status());
+        }
+    }
+}

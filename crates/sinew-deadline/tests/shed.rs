@@ -447,3 +447,54 @@ async fn over_the_wire_with_axum() {
         b"done"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_would_expire_in_the_queue_is_refused_at_once() {
+    let layer = ShedLayer::new(ShedConfig {
+        queue_size: 4,
+        max_queue_wait: Duration::from_secs(5),
+        ..config(1, 0, 0)
+    });
+    // Every request holds its slot for 100 ms.
+    let svc = layer.layer(service_fn(|_req: Request<String>| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let with_deadline = |left: Duration| {
+        let mut r = Request::new(String::new());
+        r.extensions_mut()
+            .insert(CallContext::new().with_timeout(left));
+        r
+    };
+    // Learn the hold time.
+    for _ in 0..3 {
+        assert_eq!(
+            svc.clone()
+                .oneshot(req(Priority::Low))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let busy = tokio::spawn(svc.clone().oneshot(req(Priority::Low)));
+    tokio::task::yield_now().await;
+    // 60 ms left, ~100 ms expected: refused without waiting.
+    let start = Instant::now();
+    let res = svc
+        .clone()
+        .oneshot(with_deadline(Duration::from_millis(60)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // 300 ms left: worth waiting, and served once the slot frees.
+    let res = svc
+        .clone()
+        .oneshot(with_deadline(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(start.elapsed(), Duration::from_millis(200));
+    assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
+}

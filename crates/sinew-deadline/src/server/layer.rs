@@ -294,6 +294,12 @@ where
         if let Some(d) = deadline {
             ctx = ctx.with_deadline(d);
         }
+        tracing::trace!(
+            remaining_ms = deadline.map(|d| d.saturating_duration_since(now).as_millis() as u64),
+            priority = ctx.priority().as_str(),
+            source = parsed.timeout.map_or("default", |(_, s)| s),
+            "call context set"
+        );
         req.extensions_mut().insert(ctx);
         let inner = ctx.sync_scope(|| self.inner.call(req));
         let cancel_at = deadline.filter(|_| cfg.cancel_at_deadline);

@@ -24,7 +24,13 @@ use crate::config::ShedConfig;
 ///
 /// With a queue (`queue_size > 0`), a request that finds no slot waits for
 /// one, but only while its deadline allows (deadline − `min_remaining`, at
-/// most `max_queue_wait`); one with no time to wait is refused at once.
+/// most `max_queue_wait`), and is refused when that runs out. One that would
+/// expire in the queue is refused at once: when it has no time to wait, or
+/// less than the expected wait (a moving average of how long requests hold
+/// their slot × the requests queued ahead of it, +1, ÷ the slots its
+/// priority may use). Waiters are woken on every release and race for the
+/// slot; a freed slot above the `low` or `normal` capacity can only be
+/// taken by a higher priority.
 ///
 /// The priority and deadline come from the [`CallContext`] that
 /// [`ServerDeadlineLayer`](crate::ServerDeadlineLayer) stores in the
@@ -171,10 +177,19 @@ where
                 .min(config.max_queue_wait),
             None => config.max_queue_wait,
         };
-        let place = match (budget > Duration::ZERO)
-            .then(|| self.state.enqueue())
-            .flatten()
-        {
+        // Refuse at once a request that would expire in the queue: no time
+        // to wait at all, or less than the expected wait.
+        let expected = self.state.expected_wait(priority);
+        let worth_waiting = budget > Duration::ZERO && expected <= budget;
+        if !worth_waiting {
+            tracing::trace!(
+                priority = priority.as_str(),
+                budget_ms = budget.as_millis() as u64,
+                expected_wait_ms = expected.as_millis() as u64,
+                "not queued: would expire in the queue"
+            );
+        }
+        let place = match worth_waiting.then(|| self.state.enqueue()).flatten() {
             Some(place) => place,
             None => return ResponseFuture::refused(refusal(priority, config, false)),
         };

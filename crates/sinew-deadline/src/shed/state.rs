@@ -1,6 +1,6 @@
 //! The shared slot counter of one [`ShedLayer`](crate::ShedLayer).
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,9 @@ pub(crate) struct State {
     in_flight: AtomicUsize,
     queued: AtomicUsize,
     notify: Notify,
+    /// Moving average of how long an admitted request holds its slot, in
+    /// nanoseconds (0: no sample yet); kept only when queueing is on.
+    hold_ewma_nanos: AtomicU64,
     /// Slots usable by low, normal, high.
     caps: [usize; 3],
     pub(crate) config: ShedConfig,
@@ -37,6 +40,7 @@ impl State {
             in_flight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             notify: Notify::new(),
+            hold_ewma_nanos: AtomicU64::new(0),
             caps: [low, normal, max],
             config,
         }
@@ -62,10 +66,39 @@ impl State {
                 .in_flight
                 .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
             {
-                Ok(_) => return Some(Slot(self.clone())),
+                Ok(_) => {
+                    let since = (self.config.queue_size > 0).then(Instant::now);
+                    return Some(Slot {
+                        state: self.clone(),
+                        since,
+                    });
+                }
                 Err(actual) => cur = actual,
             }
         }
+    }
+
+    /// How long a request joining the queue now can expect to wait for a
+    /// slot for `p`: the average hold time × (queued ahead + 1) / the slots
+    /// `p` may use. Zero before the first sample.
+    pub(crate) fn expected_wait(&self, p: Priority) -> Duration {
+        let hold = self.hold_ewma_nanos.load(Relaxed);
+        let ahead = self.queued.load(SeqCst) as u64 + 1;
+        let slots = self.caps[index(p)].max(1) as u64;
+        Duration::from_nanos(hold.saturating_mul(ahead) / slots)
+    }
+
+    fn record_hold(&self, held: Duration) {
+        let sample = u64::try_from(held.as_nanos()).unwrap_or(u64::MAX);
+        // EWMA with weight 1/8; concurrent updates may lose a sample, which
+        // an estimate can afford.
+        let _ = self.hold_ewma_nanos.fetch_update(Relaxed, Relaxed, |old| {
+            Some(if old == 0 {
+                sample.max(1)
+            } else {
+                (old - old / 8).saturating_add(sample / 8).max(1)
+            })
+        });
     }
 
     /// Join the queue, unless it is full.
@@ -89,15 +122,23 @@ impl State {
 
 /// One admitted request; the slot is given back on drop.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<State>);
+pub(crate) struct Slot {
+    state: Arc<State>,
+    /// When it was admitted (only when queueing is on, for the estimate).
+    since: Option<Instant>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, SeqCst);
+        let state = &self.state;
+        if let Some(since) = self.since {
+            state.record_hold(since.elapsed());
+        }
+        state.in_flight.fetch_sub(1, SeqCst);
         // Waiters register (queued += 1) before trying to acquire, and all
         // of this is SeqCst: either they see this release or we see them.
-        if self.0.queued.load(SeqCst) > 0 {
-            self.0.notify.notify_waiters();
+        if state.queued.load(SeqCst) > 0 {
+            state.notify.notify_waiters();
         }
     }
 }
