@@ -5,7 +5,10 @@ use std::fmt;
 use base64::Engine as _;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use sfv::{BareItem, InnerList, Item, List, ListEntry, Parameters, Parser, SerializeValue};
+use sfv::{
+    BareItem, InnerList, Item, List, ListEntry, Parameters, Parser, RefBareItem, RefDictSerializer,
+    SerializeValue,
+};
 
 use crate::component::{Component, FieldOpts, Kind};
 
@@ -75,20 +78,34 @@ impl<'a> MessageRef<'a> {
         }
     }
 
-    fn scheme_of(&self, uri: &Uri) -> String {
-        uri.scheme_str().unwrap_or(self.scheme).to_ascii_lowercase()
+    fn scheme_str(&self, uri: &'a Uri) -> &'a str {
+        match uri.scheme_str() {
+            Some(s) => s,
+            None => self.scheme,
+        }
+    }
+
+    fn write_scheme(&self, uri: &Uri, out: &mut String) {
+        let s = uri.scheme_str().unwrap_or(self.scheme);
+        out.extend(s.chars().map(|c| c.to_ascii_lowercase()));
     }
 
     /// The normalised `@authority`: lower-case host, default port dropped.
     /// From the URI's authority, or else the `Host` header.
     pub fn authority(&self) -> Result<String, BaseError> {
+        let mut out = String::new();
+        self.write_authority(&mut out)?;
+        Ok(out)
+    }
+
+    fn write_authority(&self, out: &mut String) -> Result<(), BaseError> {
         let uri = match self.kind {
             MsgKind::Request { uri, .. } => uri,
             MsgKind::Response { .. } => {
                 return Err(BaseError::NotApplicable("\"@authority\"".into()))
             }
         };
-        let scheme = self.scheme_of(uri);
+        let scheme = self.scheme_str(uri);
         let parsed;
         let authority = match uri.authority() {
             Some(a) => a,
@@ -106,116 +123,147 @@ impl<'a> MessageRef<'a> {
                 &parsed
             }
         };
-        let host = authority.host().to_ascii_lowercase();
+        let host = authority.host();
         if host.is_empty() {
             return Err(BaseError::NoAuthority);
         }
-        Ok(match authority.port_u16() {
-            Some(80) if scheme == "http" => host,
-            Some(443) if scheme == "https" => host,
-            Some(p) => format!("{host}:{p}"),
-            None => host,
-        })
+        out.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        match authority.port_u16() {
+            Some(80) if scheme.eq_ignore_ascii_case("http") => {}
+            Some(443) if scheme.eq_ignore_ascii_case("https") => {}
+            Some(p) => {
+                out.push(':');
+                out.push_str(itoa_u16(p, &mut [0u8; 5]));
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// The value of one component, as it appears after `": "` in the base.
     pub fn component_value(&self, c: &Component) -> Result<String, BaseError> {
-        let path_of = |uri: &Uri| -> String {
+        let mut out = String::new();
+        self.write_component_value(c, &mut out)?;
+        Ok(out)
+    }
+
+    fn write_component_value(&self, c: &Component, out: &mut String) -> Result<(), BaseError> {
+        let write_path = |uri: &Uri, out: &mut String| {
             let p = uri.path();
-            if p.is_empty() {
-                "/".to_owned()
-            } else {
-                p.to_owned()
-            }
+            out.push_str(if p.is_empty() { "/" } else { p });
         };
         match &c.kind {
-            Kind::Method => Ok(self.request_parts(c)?.0.as_str().to_owned()),
-            Kind::Authority => self.authority(),
+            Kind::Method => out.push_str(self.request_parts(c)?.0.as_str()),
+            Kind::Authority => self.write_authority(out)?,
             Kind::Scheme => {
                 let (_, uri) = self.request_parts(c)?;
-                Ok(self.scheme_of(uri))
+                self.write_scheme(uri, out);
             }
             Kind::TargetUri => {
                 let (_, uri) = self.request_parts(c)?;
-                let mut s = self.scheme_of(uri);
-                s.push_str("://");
-                s.push_str(&self.authority()?);
-                s.push_str(&path_of(uri));
+                self.write_scheme(uri, out);
+                out.push_str("://");
+                self.write_authority(out)?;
+                write_path(uri, out);
                 if let Some(q) = uri.query() {
-                    s.push('?');
-                    s.push_str(q);
+                    out.push('?');
+                    out.push_str(q);
                 }
-                Ok(s)
             }
             Kind::RequestTarget => {
                 let (method, uri) = self.request_parts(c)?;
                 if method == Method::CONNECT {
-                    return self.authority();
+                    return self.write_authority(out);
                 }
-                let mut s = path_of(uri);
+                write_path(uri, out);
                 if let Some(q) = uri.query() {
-                    s.push('?');
-                    s.push_str(q);
+                    out.push('?');
+                    out.push_str(q);
                 }
-                Ok(s)
             }
-            Kind::Path => Ok(path_of(self.request_parts(c)?.1)),
+            Kind::Path => write_path(self.request_parts(c)?.1, out),
             Kind::Query => {
                 let (_, uri) = self.request_parts(c)?;
-                Ok(format!("?{}", uri.query().unwrap_or("")))
+                out.push('?');
+                out.push_str(uri.query().unwrap_or(""));
             }
             Kind::QueryParam(name) => {
                 let (_, uri) = self.request_parts(c)?;
-                query_param(uri.query().unwrap_or(""), name)
-                    .ok_or_else(|| BaseError::MissingComponent(c.id.clone()))?
+                let v = query_param(uri.query().unwrap_or(""), name)
+                    .ok_or_else(|| BaseError::MissingComponent(c.id.clone()))??;
+                out.push_str(&v);
             }
             Kind::Status => match self.kind {
-                MsgKind::Response { status } => Ok(status.as_u16().to_string()),
-                MsgKind::Request { .. } => Err(BaseError::NotApplicable(c.id.clone())),
+                MsgKind::Response { status } => out.push_str(status.as_str()),
+                MsgKind::Request { .. } => return Err(BaseError::NotApplicable(c.id.clone())),
             },
-            Kind::Field(opts) => self.field_value(c, opts),
+            Kind::Field(opts) => self.write_field_value(c, opts, out)?,
         }
+        Ok(())
     }
 
-    fn field_value(&self, c: &Component, opts: &FieldOpts) -> Result<String, BaseError> {
-        let values: Vec<&[u8]> = self
-            .headers
-            .get_all(opts.name.as_str())
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        if values.is_empty() {
+    fn write_field_value(
+        &self,
+        c: &Component,
+        opts: &FieldOpts,
+        out: &mut String,
+    ) -> Result<(), BaseError> {
+        let mut values = self.headers.get_all(opts.name.as_str()).iter().peekable();
+        if values.peek().is_none() {
             return Err(BaseError::MissingComponent(c.id.clone()));
         }
+        let ascii = |v: &'a [u8]| -> Result<&'a str, BaseError> {
+            std::str::from_utf8(trim_ows(v))
+                .ok()
+                .filter(|s| s.is_ascii())
+                .ok_or_else(|| BaseError::NonAscii(c.id.clone()))
+        };
+        if !opts.bs && !opts.sf {
+            for (i, v) in values.enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(ascii(v.as_bytes())?);
+            }
+            return Ok(());
+        }
+        let values: Vec<&[u8]> = values.map(|v| v.as_bytes()).collect();
         if opts.bs {
-            let mut out = String::new();
             for (i, v) in values.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
                 out.push(':');
-                out.push_str(&base64::engine::general_purpose::STANDARD.encode(trim_ows(v)));
+                base64::engine::general_purpose::STANDARD.encode_string(trim_ows(v), out);
                 out.push(':');
             }
-            return Ok(out);
+            return Ok(());
         }
         let mut combined = String::new();
         for (i, v) in values.iter().enumerate() {
             if i > 0 {
                 combined.push_str(", ");
             }
-            let v = std::str::from_utf8(trim_ows(v))
-                .ok()
-                .filter(|s| s.is_ascii())
-                .ok_or_else(|| BaseError::NonAscii(c.id.clone()))?;
-            combined.push_str(v);
+            combined.push_str(ascii(v)?);
         }
-        if opts.sf || opts.key.is_some() {
-            return structured(&combined, opts.key.as_deref())
-                .ok_or_else(|| BaseError::NotStructured(c.id.clone()));
-        }
-        Ok(combined)
+        let v = structured(&combined, opts.key.as_deref())
+            .ok_or_else(|| BaseError::NotStructured(c.id.clone()))?;
+        out.push_str(&v);
+        Ok(())
     }
+}
+
+fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("0")
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
@@ -442,17 +490,58 @@ impl SignatureParams {
 
     /// The serialised inner list (the `@signature-params` value).
     pub fn serialize(&self) -> Result<String, BaseError> {
-        let list: List = vec![ListEntry::InnerList(self.to_inner_list())];
-        list.serialize_value()
-            .map_err(|e| BaseError::Params(e.to_owned()))
+        let mut out = String::with_capacity(128);
+        self.write_member(&mut out, "x")?;
+        out.replace_range(..2, "");
+        Ok(out)
+    }
+
+    /// Write `label=<inner list>` (a `Signature-Input` member) into an
+    /// empty `out`, through sfv's serializer.
+    pub(crate) fn write_member(&self, out: &mut String, label: &str) -> Result<(), BaseError> {
+        match &self.received {
+            Some(r) => {
+                let params: Vec<(&str, RefBareItem<'_>)> = r
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), ref_item(v)))
+                    .collect();
+                write_signature_input(out, label, &self.components, &params)
+            }
+            None => {
+                let mut params: Vec<(&str, RefBareItem<'_>)> = Vec::with_capacity(6);
+                if let Some(t) = self.created {
+                    params.push(("created", RefBareItem::Integer(t)));
+                }
+                if let Some(t) = self.expires {
+                    params.push(("expires", RefBareItem::Integer(t)));
+                }
+                if let Some(k) = &self.keyid {
+                    params.push(("keyid", RefBareItem::String(k)));
+                }
+                if let Some(n) = &self.nonce {
+                    params.push(("nonce", RefBareItem::String(n)));
+                }
+                if let Some(a) = &self.alg {
+                    params.push(("alg", RefBareItem::String(a)));
+                }
+                if let Some(t) = &self.tag {
+                    params.push(("tag", RefBareItem::String(t)));
+                }
+                write_signature_input(out, label, &self.components, &params)
+            }
+        }
     }
 
     /// Read parameters from an inner list of `Signature-Input`.
     pub fn from_inner_list(inner: &InnerList) -> Result<Self, ParamsError> {
-        let components = inner
-            .items
-            .iter()
-            .map(Component::from_item)
+        Self::from_received(inner.clone())
+    }
+
+    pub(crate) fn from_received(mut inner: InnerList) -> Result<Self, ParamsError> {
+        let components = std::mem::take(&mut inner.items)
+            .into_iter()
+            .map(Component::from_owned_item)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ParamsError(e.to_string()))?;
         crate::component::check_unique(&components).map_err(|e| ParamsError(e.to_string()))?;
@@ -469,7 +558,7 @@ impl SignatureParams {
                 _ => {} // extension parameters are signed but not interpreted
             }
         }
-        p.received = Some(inner.clone());
+        p.received = Some(inner);
         Ok(p)
     }
 }
@@ -507,20 +596,68 @@ pub fn signature_base(
     message: &MessageRef<'_>,
     params: &SignatureParams,
 ) -> Result<String, BaseError> {
-    let mut base = String::with_capacity(256);
-    for (i, c) in params.components.iter().enumerate() {
-        if params.components[..i].iter().any(|d| d.id == c.id) {
+    let mut input = String::with_capacity(160);
+    params.write_member(&mut input, "x")?;
+    build_base(message, &params.components, &input[2..])
+}
+
+/// The base from the components and the serialised `@signature-params`.
+pub(crate) fn build_base(
+    message: &MessageRef<'_>,
+    components: &[Component],
+    params_value: &str,
+) -> Result<String, BaseError> {
+    let mut base = String::with_capacity(64 * components.len() + params_value.len() + 24);
+    for (i, c) in components.iter().enumerate() {
+        if components[..i].iter().any(|d| d.id == c.id) {
             return Err(BaseError::DuplicateComponent(c.id.clone()));
         }
-        let value = message.component_value(c)?;
         base.push_str(&c.id);
         base.push_str(": ");
-        base.push_str(&value);
+        message.write_component_value(c, &mut base)?;
         base.push('\n');
     }
     base.push_str("\"@signature-params\": ");
-    base.push_str(&params.serialize()?);
+    base.push_str(params_value);
     Ok(base)
+}
+
+/// Write `label=(<components>);<params>` through sfv's serializer into an
+/// empty `out`.
+pub(crate) fn write_signature_input(
+    out: &mut String,
+    label: &str,
+    components: &[Component],
+    params: &[(&str, RefBareItem<'_>)],
+) -> Result<(), BaseError> {
+    let err = |e: &str| BaseError::Params(e.to_owned());
+    let mut list = RefDictSerializer::new(out)
+        .open_inner_list(label)
+        .map_err(err)?;
+    for c in components {
+        list = list
+            .inner_list_bare_item(&RefBareItem::String(c.name()))
+            .map_err(err)?;
+        for (k, v) in &c.item.params {
+            list = list.inner_list_parameter(k, &ref_item(v)).map_err(err)?;
+        }
+    }
+    let mut dict = list.close_inner_list();
+    for (k, v) in params {
+        dict = dict.parameter(k, v).map_err(err)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn ref_item(b: &BareItem) -> RefBareItem<'_> {
+    match b {
+        BareItem::Decimal(d) => RefBareItem::Decimal(*d),
+        BareItem::Integer(i) => RefBareItem::Integer(*i),
+        BareItem::String(s) => RefBareItem::String(s),
+        BareItem::ByteSeq(b) => RefBareItem::ByteSeq(b),
+        BareItem::Boolean(b) => RefBareItem::Boolean(*b),
+        BareItem::Token(t) => RefBareItem::Token(t),
+    }
 }
 
 #[cfg(test)]

@@ -139,6 +139,10 @@ impl Component {
     /// sinew does not implement (`req`, `tr`) and contradictory parameters are
     /// errors.
     pub fn from_item(item: &Item) -> Result<Self, ComponentError> {
+        Self::from_owned_item(item.clone())
+    }
+
+    pub(crate) fn from_owned_item(item: Item) -> Result<Self, ComponentError> {
         let name = item
             .bare_item
             .as_str()
@@ -213,14 +217,19 @@ impl Component {
                 })
             }
         };
-        let id = item
-            .serialize_value()
-            .map_err(|e| ComponentError::new(format!("cannot serialise {name:?}: {e}")))?;
-        Ok(Component {
-            kind,
-            item: item.clone(),
-            id,
-        })
+        // Names are lower-case tokens or known derived names here, so a
+        // bare name needs no escaping.
+        let id = if item.params.is_empty() {
+            let mut id = String::with_capacity(name.len() + 2);
+            id.push('"');
+            id.push_str(name);
+            id.push('"');
+            id
+        } else {
+            item.serialize_value()
+                .map_err(|e| ComponentError::new(format!("cannot serialise {name:?}: {e}")))?
+        };
+        Ok(Component { kind, item, id })
     }
 
     /// Parse one component as a user writes it: `@method`,

@@ -5,15 +5,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore as _;
-use sfv::{BareItem, Dictionary, Item, ListEntry, Parser, SerializeValue};
+use sfv::{Dictionary, ListEntry, Parser, RefBareItem, RefDictSerializer, SerializeValue};
 use sinew_core::clock::{Clock, SystemClock};
 use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
 };
 
-use crate::base::{signature_base, MessageRef, SignatureParams};
+use crate::base::{build_base, write_signature_input, MessageRef, SignatureParams};
 use crate::config::{Profile, SignConfig};
 use crate::digest::content_digest;
 use crate::error::SignError;
@@ -155,40 +156,49 @@ impl Signer {
     ) -> Result<(), SignError> {
         let cfg = &self.inner.config;
         if self.inner.covers_digest {
-            let digest = HeaderValue::from_str(&content_digest(body))
-                .map_err(|_| SignError::Config("content digest".into()))?;
-            parts.headers.insert(CONTENT_DIGEST, digest);
+            parts
+                .headers
+                .insert(CONTENT_DIGEST, header_value(content_digest(body))?);
         }
         let created = i64::try_from(now).unwrap_or(i64::MAX);
-        let mut params = SignatureParams::new(cfg.components.clone())
-            .created(created)
-            .keyid(cfg.key_id.clone());
+        let nonce = cfg.nonce.then(fresh_nonce);
+        let mut params: Vec<(&str, RefBareItem<'_>)> = Vec::with_capacity(6);
+        params.push(("created", RefBareItem::Integer(created)));
         if let Some(d) = cfg.expires_in {
             let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            params = params.expires(created.saturating_add(secs));
+            params.push((
+                "expires",
+                RefBareItem::Integer(created.saturating_add(secs)),
+            ));
         }
-        if cfg.nonce {
-            params = params.nonce(fresh_nonce());
+        params.push(("keyid", RefBareItem::String(&cfg.key_id)));
+        if let Some(n) = &nonce {
+            params.push(("nonce", RefBareItem::String(n)));
         }
         if cfg.alg {
-            params = params.alg(ALG_HMAC_SHA256);
+            params.push(("alg", RefBareItem::String(ALG_HMAC_SHA256)));
         }
         if let Some(t) = &cfg.tag {
-            params = params.tag(t.clone());
+            params.push(("tag", RefBareItem::String(t)));
         }
+        let mut input = String::with_capacity(192);
+        write_signature_input(&mut input, &cfg.label, &cfg.components, &params)?;
+        let params_value = &input[cfg.label.len() + 1..];
         let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
-        let base = signature_base(&message, &params)?;
+        let base = build_base(&message, &cfg.components, params_value)?;
         let mac = self.inner.key.hmac_sha256(base.as_bytes());
+        let mut signature = String::with_capacity(cfg.label.len() + 48);
+        RefDictSerializer::new(&mut signature)
+            .bare_item_member(&cfg.label, &RefBareItem::ByteSeq(&mac))
+            .map_err(|e| SignError::Config(format!("cannot serialise the signature: {e}")))?;
         tracing::debug!(
             key_id = %cfg.key_id,
             label = %cfg.label,
             created,
             "request signed (rfc9421)"
         );
-        let input = ListEntry::InnerList(params.to_inner_list());
-        let sig = ListEntry::Item(Item::new(BareItem::ByteSeq(mac.to_vec())));
-        set_dict_member(&mut parts.headers, SIGNATURE_INPUT, &cfg.label, input)?;
-        set_dict_member(&mut parts.headers, SIGNATURE, &cfg.label, sig)?;
+        set_member(&mut parts.headers, SIGNATURE_INPUT, &cfg.label, input)?;
+        set_member(&mut parts.headers, SIGNATURE, &cfg.label, signature)?;
         Ok(())
     }
 
@@ -217,33 +227,41 @@ fn fresh_nonce() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Put `label = value` into the dictionary field `name`, keeping other
-/// members (an unparsable existing field is replaced).
-fn set_dict_member(
+fn header_value(text: String) -> Result<HeaderValue, SignError> {
+    HeaderValue::from_maybe_shared(Bytes::from(text))
+        .map_err(|_| SignError::Config("a signature header is not a valid header value".into()))
+}
+
+/// Set the dictionary field `name` to `member` (`label=…`), keeping the
+/// other members of a field already there (an unparsable one is replaced).
+fn set_member(
     headers: &mut HeaderMap,
     name: HeaderName,
     label: &str,
-    value: ListEntry,
+    member: String,
 ) -> Result<(), SignError> {
-    let mut dict = Dictionary::new();
     let existing: Vec<&[u8]> = headers
         .get_all(&name)
         .iter()
         .map(|v| v.as_bytes())
         .collect();
-    if !existing.is_empty() {
-        let joined = existing.join(&b", "[..]);
-        if let Ok(d) = Parser::parse_dictionary(&joined) {
-            dict = d;
-        }
-        dict.shift_remove(label);
+    if existing.is_empty() {
+        headers.insert(name, header_value(member)?);
+        return Ok(());
     }
-    dict.insert(label.to_owned(), value);
-    let text = dict
-        .serialize_value()
-        .map_err(|e| SignError::Config(format!("cannot serialise {name}: {e}")))?;
-    let value = HeaderValue::from_str(&text)
-        .map_err(|_| SignError::Config(format!("cannot write {name}")))?;
-    headers.insert(name, value);
+    let joined = existing.join(&b", "[..]);
+    let mut dict = Parser::parse_dictionary(&joined).unwrap_or_default();
+    dict.shift_remove(label);
+    let mut text = if dict.is_empty() {
+        String::new()
+    } else {
+        dict.serialize_value()
+            .map_err(|e| SignError::Config(format!("cannot serialise {name}: {e}")))?
+    };
+    if !text.is_empty() {
+        text.push_str(", ");
+    }
+    text.push_str(&member);
+    headers.insert(name, header_value(text)?);
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! [`VerifySignatureLayer`](crate::VerifySignatureLayer) and by the
 //! `sinew verify` command.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -239,16 +240,10 @@ impl Verifier {
     }
 
     fn check_digest(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
-        let values: Vec<&[u8]> = headers
-            .get_all(CONTENT_DIGEST)
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        if values.is_empty() {
+        let Some(value) = joined(headers, CONTENT_DIGEST) else {
             return Ok(());
-        }
-        let joined = values.join(&b", "[..]);
-        match check_content_digest(&joined, body) {
+        };
+        match check_content_digest(&value, body) {
             DigestCheck::Match => Ok(()),
             DigestCheck::Mismatch => Err(Rejection::new(
                 RejectionKind::DigestMismatch,
@@ -278,13 +273,13 @@ impl Verifier {
         let sigs = joined(&parts.headers, SIGNATURE).ok_or_else(|| {
             Rejection::new(RejectionKind::MissingSignature, "no Signature header")
         })?;
-        let inputs = Parser::parse_dictionary(&inputs).map_err(|_| {
+        let mut inputs = Parser::parse_dictionary(&inputs).map_err(|_| {
             malformed("Signature-Input is not a valid structured dictionary".into())
         })?;
-        let sigs = Parser::parse_dictionary(&sigs)
+        let mut sigs = Parser::parse_dictionary(&sigs)
             .map_err(|_| malformed("Signature is not a valid structured dictionary".into()))?;
         let (label, input) = match &cfg.label {
-            Some(l) => match inputs.get(l) {
+            Some(l) => match inputs.shift_remove(l.as_str()) {
                 Some(i) => (l.clone(), i),
                 None => {
                     return Err(Rejection::new(
@@ -293,8 +288,8 @@ impl Verifier {
                     ))
                 }
             },
-            None => match inputs.first() {
-                Some((l, i)) => (l.clone(), i),
+            None => match inputs.shift_remove_index(0) {
+                Some((l, i)) => (l, i),
                 None => {
                     return Err(Rejection::new(
                         RejectionKind::MissingSignature,
@@ -308,9 +303,9 @@ impl Verifier {
                 "Signature-Input member {label:?} is not an inner list"
             )));
         };
-        let mac = match sigs.get(&label) {
-            Some(ListEntry::Item(item)) => match &item.bare_item {
-                BareItem::ByteSeq(b) => b.clone(),
+        let mac = match sigs.shift_remove(label.as_str()) {
+            Some(ListEntry::Item(item)) => match item.bare_item {
+                BareItem::ByteSeq(b) => b,
                 _ => {
                     return Err(malformed(format!(
                         "Signature member {label:?} is not a byte sequence"
@@ -329,7 +324,7 @@ impl Verifier {
                 ))
             }
         };
-        let params = SignatureParams::from_inner_list(inner)
+        let params = SignatureParams::from_received(inner)
             .map_err(|e| malformed(format!("signature {label:?}: {e}")))?;
         let key_id = params
             .keyid
@@ -384,7 +379,7 @@ impl Verifier {
             label: Some(label),
             created,
             expires: params.expires,
-            covered: params.components.iter().map(|c| c.to_string()).collect(),
+            covered: params.components.iter().map(|c| c.id.clone()).collect(),
             nonce: params.nonce,
             tag: params.tag,
         })
@@ -469,11 +464,18 @@ impl Verifier {
 }
 
 /// All lines of a field joined with ", ", or `None` when absent.
-fn joined(headers: &HeaderMap, name: http::HeaderName) -> Option<Vec<u8>> {
-    let values: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
-    if values.is_empty() {
-        None
-    } else {
-        Some(values.join(&b", "[..]))
+fn joined(headers: &HeaderMap, name: http::HeaderName) -> Option<Cow<'_, [u8]>> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    match all.next() {
+        None => Some(Cow::Borrowed(first.as_bytes())),
+        Some(second) => {
+            let mut v = first.as_bytes().to_vec();
+            for line in std::iter::once(second).chain(all) {
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(line.as_bytes());
+            }
+            Some(Cow::Owned(v))
+        }
     }
 }
