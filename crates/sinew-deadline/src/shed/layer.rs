@@ -42,7 +42,23 @@ use crate::config::ShedConfig;
 /// clones the service per connection). A slot is held until the inner
 /// service's response future completes (the response head is ready) or is
 /// dropped, like `tower::limit::ConcurrencyLimit`; a streaming body is not
-/// counted after that.
+/// counted after that (so a slow client reading a large body cannot hold a
+/// slot).
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use sinew_deadline::{ServerDeadlineLayer, ShedLayer};
+///
+/// // axum applies the last `.layer` outermost: the deadline layer parses
+/// // the headers first, then shedding reads its priority and deadline.
+/// let shed = ShedLayer::with_limit(256);
+/// let app: Router = Router::new()
+///     .route("/orders", get(|| async { "[]" }))
+///     .layer(shed.clone())
+///     .layer(ServerDeadlineLayer::new());
+/// assert_eq!(shed.capacity(sinew_core::Priority::Low), 192);
+/// # drop(app);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ShedLayer {
     state: Arc<State>,
