@@ -14,6 +14,9 @@
 //!   `n` (1-based) `± 20 %` (the jitter ratio is configurable).
 //! * [`Backoff::constant`]: the same delay every time.
 //!
+//! PyFly's client retries after `base_delay · 2^i`: that is
+//! `Backoff::exponential(base).jitter(Jitter::None)`.
+//!
 //! Randomness comes from any [`rand::RngCore`], so tests can pass a seeded
 //! generator and check exact schedules.
 //!

@@ -404,3 +404,29 @@ async fn the_losers_connection_is_closed_server_side() {
         .expect("the server saw the losing connection close")
         .unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_above_hedge_retries_a_call_whose_attempts_all_failed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    // Calls 1 and 2 (a call's first attempt and its hedge) fail; later ones succeed.
+    let backend = service_fn(move |_req: Request<Body>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let status = if n < 2 { 503 } else { 200 };
+            Ok::<_, Infallible>(Response::builder().status(status).body(()).unwrap())
+        }
+    });
+    let hedged = HedgeLayer::fixed([Duration::from_millis(50)]).layer(backend);
+    let svc = sinew_retry::RetryLayer::new()
+        .backoff(sinew_retry::Backoff::constant(Duration::from_millis(10)))
+        .layer(hedged);
+    let t0 = Instant::now();
+    let resp = svc.oneshot(get_req("/a")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // First round: attempts at 0 and 50 ms, both 503 by 150 ms; retry after
+    // 10 ms; its first attempt answers 200 at 260 ms (before its hedge).
+    assert_eq!(t0.elapsed(), Duration::from_millis(260));
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
