@@ -44,12 +44,26 @@ pub enum Error {
         /// The exchange published to.
         exchange: String,
     },
+    /// The broker did not confirm a batch in time.
+    #[error("broker did not confirm within {0:?}")]
+    ConfirmTimeout(std::time::Duration),
     /// A bad configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A message body could not be built or read.
     #[error(transparent)]
     Wire(#[from] WireError),
+}
+
+impl Error {
+    /// Whether the broker (connection, channel, confirms) failed, rather
+    /// than the database or the configuration.
+    pub fn is_broker(&self) -> bool {
+        matches!(
+            self,
+            Self::Broker(_) | Self::Nacked { .. } | Self::ConfirmTimeout(_)
+        )
+    }
 }
 
 /// Wrap a handler error to send the message to the dead-letter queue at once,

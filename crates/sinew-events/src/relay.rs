@@ -38,6 +38,10 @@ pub struct RelayConfig {
     pub poll_interval: Duration,
     /// Wake on PostgreSQL `LISTEN/NOTIFY` (ignored on SQLite). Default true.
     pub listen: bool,
+    /// How long a batch may wait for the broker's confirms before the
+    /// connection is dropped and the batch retried. Default 30s.
+    #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
+    pub confirm_timeout: Duration,
     /// First reconnect delay after a broker or database error. Default 100ms.
     #[cfg_attr(feature = "serde", serde(with = "crate::config::duration"))]
     pub reconnect_min: Duration,
@@ -56,6 +60,7 @@ impl Default for RelayConfig {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             listen: true,
+            confirm_timeout: Duration::from_secs(30),
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
         }
@@ -208,10 +213,7 @@ impl Relay {
                 }
                 Err(e) => {
                     self.stats.errors += 1;
-                    let stage = if matches!(e, Error::Broker(_) | Error::Nacked { .. }) {
-                        if let Some(link) = self.link.take() {
-                            link.close().await;
-                        }
+                    let stage = if e.is_broker() {
                         "broker"
                     } else {
                         listener = None;
@@ -255,8 +257,21 @@ impl Relay {
         }
     }
 
-    /// One batch: claim, publish, confirm, delete, commit.
+    /// One batch; a broker error drops the connection (reconnect next time).
     async fn step(&mut self, outbox: &Outbox) -> Result<usize, Error> {
+        let result = self.step_inner(outbox).await;
+        if let Err(e) = &result {
+            if e.is_broker() {
+                if let Some(link) = self.link.take() {
+                    link.close().await;
+                }
+            }
+        }
+        result
+    }
+
+    /// One batch: claim, publish, confirm, delete, commit.
+    async fn step_inner(&mut self, outbox: &Outbox) -> Result<usize, Error> {
         if self.link.is_none() {
             self.link =
                 Some(BrokerLink::connect(&self.config.amqp_url, &self.config.app_id).await?);
@@ -275,7 +290,7 @@ impl Relay {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                let acked = self.publish_rows(&rows).await?;
+                let acked = self.publish_rows_timed(&rows).await?;
                 sqlx::query(&sql.delete_pg)
                     .bind(&acked)
                     .execute(&mut *tx)
@@ -293,7 +308,7 @@ impl Relay {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                let acked = self.publish_rows(&rows).await?;
+                let acked = self.publish_rows_timed(&rows).await?;
                 let ids = serde_json::to_string(&acked).unwrap_or_else(|_| "[]".into());
                 sqlx::query(&sql.delete_lite)
                     .bind(ids)
@@ -307,6 +322,14 @@ impl Relay {
         metrics::counter!("sinew_events_relay_batches_total").increment(1);
         tracing::debug!(rows = n, "relay batch committed");
         Ok(n)
+    }
+
+    async fn publish_rows_timed(&mut self, rows: &[Claimed]) -> Result<Vec<i64>, Error> {
+        let limit = self.config.confirm_timeout;
+        match tokio::time::timeout(limit, self.publish_rows(rows)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConfirmTimeout(limit)),
+        }
     }
 
     /// Publish rows in id order, then wait for every confirm; the ids the
