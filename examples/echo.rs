@@ -5,6 +5,11 @@
 //! cargo run --example echo -- --listen 127.0.0.1:8080
 //! ```
 //!
+//! With `--key-id ID --key-text SECRET`, every request must be signed
+//! (RFC 9421 with `keyid="ID"`, or the legacy profile with
+//! `X-Service-ID: ID`) by the shared secret SECRET; unsigned or badly signed
+//! requests are refused with 401 problem+json before the handler.
+//!
 //! Prints one line `listening on ADDR` when ready, shuts down cleanly on
 //! SIGINT/SIGTERM. Routes:
 //!
@@ -37,6 +42,7 @@ use sinew_deadline::{
     DeadlineLayer, DeadlineService, PropagateDeadline, PropagateDeadlineLayer, ServerDeadlineLayer,
     ShedLayer,
 };
+use sinew_sign::{SecretKey, StaticKeyStore, Verifier, VerifyConfig, VerifySignatureLayer};
 use tower::{Layer, ServiceExt};
 
 /// A fixture HTTP server behind the sinew server layers.
@@ -179,11 +185,20 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    if args.key_id.is_some() {
-        // sinew-sign's VerifySignatureLayer is not available yet: the flags
-        // are accepted so scripts can pass them, and ignored.
-        eprintln!("note: --key-id/--key-text accepted; signature verification is not wired in yet");
-    }
+    // Verification (outermost of our layers): RFC 9421 signatures with
+    // keyid ID, and legacy X-Service-ID: ID signatures, both with SECRET.
+    let verify = match (&args.key_id, &args.key_text) {
+        (Some(id), Some(text)) => {
+            let keys = StaticKeyStore::new()
+                .with_key(id.clone(), SecretKey::from_text(text)?)
+                .with_legacy_key(id.clone(), SecretKey::from_text(text)?);
+            Some(VerifySignatureLayer::new(Verifier::new(
+                VerifyConfig::default(),
+                keys,
+            )))
+        }
+        _ => None,
+    };
 
     let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     // The client stack: DeadlineLayer (settles and enforces the deadline)
@@ -197,7 +212,8 @@ async fn main() -> Result<(), BoxError> {
         .route("/delay/{ms}", get(delay))
         .route("/call", get(call))
         .with_state(AppState { client });
-    // Server stack (outermost first): deadline/priority → shedding → app.
+    // Server stack (outermost first): verification → deadline/priority →
+    // shedding → app (axum applies the last `.layer` outermost).
     let app = match args.max_concurrency {
         Some(n) => app.layer(ShedLayer::with_limit(n)),
         None => app,
@@ -207,6 +223,11 @@ async fn main() -> Result<(), BoxError> {
             .cancel_at_deadline(args.cancel_at_deadline)
             .trust_envoy(args.trust_envoy),
     );
+
+    let app = match verify {
+        Some(layer) => app.layer(layer),
+        None => app,
+    };
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

@@ -22,6 +22,10 @@ struct Echo {
 
 impl Echo {
     fn start() -> Echo {
+        Echo::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Echo {
         // target/<profile>/deps/<this test> → target/<profile>/examples/echo
         let exe = std::env::current_exe().unwrap();
         let bin: PathBuf = exe
@@ -37,6 +41,7 @@ impl Echo {
         );
         let mut child = Command::new(&bin)
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -156,4 +161,35 @@ async fn a_b_c_processes_propagate_deadline_and_priority_and_stop_cleanly() {
     for echo in [a, b, c] {
         assert!(echo.terminate().success());
     }
+}
+
+#[tokio::test]
+async fn echo_verifies_signatures_when_given_a_key() {
+    use sinew_sign::{HmacSignLayer, SecretKey, SignConfig, Signer};
+    use tower::{Layer, ServiceExt};
+
+    let echo = Echo::start_with(&["--key-id", "orders", "--key-text", "orders-secret"]);
+    let url = format!("{}/context", echo.url);
+    let (status, body) = get(&url, &[("x-request-timeout", "2")]).await;
+    assert_eq!(status, 401, "{body}");
+
+    let signer = Signer::new(
+        SignConfig::rfc9421("orders"),
+        SecretKey::from_text("orders-secret").unwrap(),
+    )
+    .unwrap();
+    let http = Client::builder(TokioExecutor::new()).build_http::<sinew_core::Body>();
+    let client = HmacSignLayer::new(signer).layer(http);
+    let req = http::Request::get(&url)
+        .header("x-request-timeout", "2")
+        .header("x-request-priority", "low")
+        .body(sinew_core::Body::empty())
+        .unwrap();
+    let res = client.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(seen["priority"], "low");
+    assert!(seen["deadline_remaining_ms"].as_u64().unwrap() <= 2000);
+    assert!(echo.terminate().success());
 }

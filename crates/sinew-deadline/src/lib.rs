@@ -19,8 +19,8 @@
 //!
 //! Server stack order: metrics → signature verification →
 //! `ServerDeadlineLayer` → `ShedLayer` → the application. Client stack order:
-//! metrics → `DeadlineLayer` → retry/hedge → balance → breaker → signing →
-//! `PropagateDeadlineLayer` → HTTP client.
+//! metrics → `DeadlineLayer` → retry/hedge → balance → breaker →
+//! `PropagateDeadlineLayer` → signing → HTTP client.
 //!
 //! # Example
 //!

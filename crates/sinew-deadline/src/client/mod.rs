@@ -11,8 +11,9 @@
 //! [`Priority`] extension) for the layers below,
 //! enforces it, and by default also writes the headers. Those headers are
 //! right for a stack without retries. When attempts happen below it, put
-//! [`PropagateDeadlineLayer`] at the per-attempt position (just above the
-//! HTTP client): it overwrites `x-request-timeout` (and `grpc-timeout`) with
+//! [`PropagateDeadlineLayer`] at the per-attempt position (below
+//! retry/hedging and the balancer, above signing so a signature may cover
+//! the headers): it overwrites `x-request-timeout` (and `grpc-timeout`) with
 //! what is left *now*, so a retry sent 300 ms later says 300 ms less.
 //!
 //! [`CallContext`]: sinew_core::CallContext

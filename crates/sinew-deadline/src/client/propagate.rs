@@ -8,8 +8,9 @@ use tower::{Layer, Service};
 /// The per-attempt layer that (re)writes `x-request-timeout`,
 /// `x-request-priority` and optionally `grpc-timeout` just before sending.
 ///
-/// Place it below retry/hedging (next to the HTTP client) so every attempt
-/// carries what is left of the deadline at the moment it is sent. It reads
+/// Place it below retry/hedging (and above signing, so a signature may cover
+/// these headers) so every attempt carries what is left of the deadline at
+/// the moment it is sent. It reads
 /// the request's [`Deadline`](sinew_core::Deadline) and
 /// [`Priority`](sinew_core::Priority) extensions (set by
 /// [`DeadlineLayer`](crate::DeadlineLayer)) and falls back to the ambient
