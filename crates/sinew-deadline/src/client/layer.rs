@@ -31,6 +31,10 @@ use crate::config::DeadlineConfig;
 /// The priority is the request's `Priority` extension, else the ambient
 /// context's, else `normal`. A call without any deadline is passed through
 /// (with its priority header).
+///
+/// Like `tower::timeout`, the deadline covers the call until the response
+/// head arrives; reading a streamed body afterwards is up to the caller
+/// (e.g. `tokio::time::timeout_at` with the request's `Deadline`).
 #[derive(Debug, Clone, Default)]
 pub struct DeadlineLayer {
     config: DeadlineConfig,

@@ -44,7 +44,8 @@ use crate::parse::{self, ParseErrorKind};
 /// [`CallContext::scope`], so clients called by the handler inherit it. With
 /// [`cancel_at_deadline`](Self::cancel_at_deadline) the handler is dropped at
 /// the deadline and the caller gets `504` (with `X-Do-Not-Retry: 1`: its
-/// deadline is gone, a retry cannot help).
+/// deadline is gone, a retry cannot help). Cancelling covers the handler
+/// until it returns the response head, not a body it streams afterwards.
 #[derive(Debug, Clone)]
 pub struct ServerDeadlineLayer {
     config: ServerDeadlineConfig,
