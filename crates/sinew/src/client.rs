@@ -366,12 +366,10 @@ impl ClientBuilder {
     #[cfg(feature = "deadline")]
     fn apply_deadline(mut self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
         let d = &config.deadline;
-        self.deadline = d.enabled.then(|| {
-            let mut c = sinew_deadline::DeadlineConfig::default();
-            c.timeout = d.timeout;
-            c.min_remaining = d.min_remaining;
-            c.grpc_timeout = d.grpc_timeout;
-            c
+        self.deadline = d.enabled.then_some(sinew_deadline::DeadlineConfig {
+            timeout: d.timeout,
+            min_remaining: d.min_remaining,
+            grpc_timeout: d.grpc_timeout,
         });
         Ok(self)
     }
@@ -392,25 +390,27 @@ impl ClientBuilder {
         };
         let r = &config.retry;
         self.retry = if r.enabled {
-            let mut c = sinew_retry::RetryConfig::default();
-            c.max_attempts = r.max_attempts;
-            c.backoff = match r.backoff {
-                B::Decorrelated => sinew_retry::BackoffKind::Decorrelated,
-                B::Exponential => sinew_retry::BackoffKind::Exponential,
-                B::Linear => sinew_retry::BackoffKind::Linear,
-                B::Constant => sinew_retry::BackoffKind::Constant,
+            let c = sinew_retry::RetryConfig {
+                max_attempts: r.max_attempts,
+                backoff: match r.backoff {
+                    B::Decorrelated => sinew_retry::BackoffKind::Decorrelated,
+                    B::Exponential => sinew_retry::BackoffKind::Exponential,
+                    B::Linear => sinew_retry::BackoffKind::Linear,
+                    B::Constant => sinew_retry::BackoffKind::Constant,
+                },
+                base_delay: r.base_delay,
+                max_delay: r.max_delay,
+                methods: match r.methods {
+                    M::Idempotent => sinew_retry::RetryMethods::Idempotent,
+                    M::All => sinew_retry::RetryMethods::All,
+                    M::AioRequest => sinew_retry::RetryMethods::AioRequest,
+                },
+                budget_ratio: r.budget_ratio,
+                budget_min_per_sec: r.budget_min_per_sec,
+                max_retry_after: r.max_retry_after,
+                retry_circuit_open: config.balance.is_some(),
+                ..Default::default()
             };
-            c.base_delay = r.base_delay;
-            c.max_delay = r.max_delay;
-            c.methods = match r.methods {
-                M::Idempotent => sinew_retry::RetryMethods::Idempotent,
-                M::All => sinew_retry::RetryMethods::All,
-                M::AioRequest => sinew_retry::RetryMethods::AioRequest,
-            };
-            c.budget_ratio = r.budget_ratio;
-            c.budget_min_per_sec = r.budget_min_per_sec;
-            c.max_retry_after = r.max_retry_after;
-            c.retry_circuit_open = config.balance.is_some();
             Some(sinew_retry::RetryLayer::from_config(&c).map_err(|e| cfg_err("retry", &e))?)
         } else {
             None
