@@ -49,6 +49,7 @@ impl std::str::FromStr for Profile {
 /// | `label` | `sig1` |
 /// | `tag` | none |
 /// | `expires_in` | none (no `expires`) |
+/// | `expires_at` | none; an absolute `expires` (Unix seconds) that wins over `expires_in` (for the CLI and tests) |
 /// | `nonce` | `true` (fresh random nonce per signing) |
 /// | `alg` | `true` (`alg="hmac-sha256"`) |
 /// | `scheme` | `http` (for `@scheme`/`@target-uri`/default port when the URI has no scheme) |
@@ -71,6 +72,8 @@ pub struct SignConfig {
     /// Add `expires = created + expires_in`.
     #[cfg_attr(feature = "serde", serde(with = "crate::config::opt_duration"))]
     pub expires_in: Option<Duration>,
+    /// Set `expires` to this Unix time (wins over `expires_in`).
+    pub expires_at: Option<u64>,
     /// Add a fresh random `nonce` to every signature.
     pub nonce: bool,
     /// Add `alg="hmac-sha256"`.
@@ -90,6 +93,7 @@ impl Default for SignConfig {
             label: "sig1".into(),
             tag: None,
             expires_in: None,
+            expires_at: None,
             nonce: true,
             alg: true,
             scheme: "http".into(),
@@ -134,6 +138,11 @@ impl SignConfig {
     /// Add `expires` this long after `created`.
     pub fn expires_in(mut self, d: Duration) -> Self {
         self.expires_in = Some(d);
+        self
+    }
+    /// Set `expires` to this Unix time.
+    pub fn expires_at(mut self, unix: u64) -> Self {
+        self.expires_at = Some(unix);
         self
     }
     /// Add a nonce (default) or not.

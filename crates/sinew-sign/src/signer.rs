@@ -164,12 +164,15 @@ impl Signer {
         let nonce = cfg.nonce.then(fresh_nonce);
         let mut params: Vec<(&str, RefBareItem<'_>)> = Vec::with_capacity(6);
         params.push(("created", RefBareItem::Integer(created)));
-        if let Some(d) = cfg.expires_in {
-            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            params.push((
-                "expires",
-                RefBareItem::Integer(created.saturating_add(secs)),
-            ));
+        let expires = match (cfg.expires_at, cfg.expires_in) {
+            (Some(at), _) => Some(i64::try_from(at).unwrap_or(i64::MAX)),
+            (None, Some(d)) => {
+                Some(created.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+            }
+            (None, None) => None,
+        };
+        if let Some(e) = expires {
+            params.push(("expires", RefBareItem::Integer(e)));
         }
         params.push(("keyid", RefBareItem::String(&cfg.key_id)));
         if let Some(n) = &nonce {

@@ -176,3 +176,34 @@ fn signing_twice_keeps_other_labels_and_replaces_its_own() {
     );
     assert_eq!(v.verify(&parts, b"").unwrap().label.as_deref(), Some("a"));
 }
+
+#[test]
+fn expires_absolute_or_relative() {
+    let key = || SecretKey::from_text(SECRET).unwrap();
+    let sign = |config: SignConfig| {
+        let signer = Signer::new(config, key())
+            .unwrap()
+            .with_clock(FixedClock::at_unix(NOW));
+        let mut parts = http::Request::get("http://h/")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        signer.sign(&mut parts, b"").unwrap();
+        parts.headers["signature-input"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let rel = sign(SignConfig::rfc9421("orders").expires_in(std::time::Duration::from_secs(60)));
+    assert!(
+        rel.contains(&format!(";created={NOW};expires={};", NOW + 60)),
+        "{rel}"
+    );
+    let abs = sign(
+        SignConfig::rfc9421("orders")
+            .expires_in(std::time::Duration::from_secs(60))
+            .expires_at(NOW + 5),
+    );
+    assert!(abs.contains(&format!(";expires={};", NOW + 5)), "{abs}");
+}
