@@ -223,6 +223,8 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
     let ports: Ports = serde_json::from_str(&line)?;
     let server_pid = child.id();
 
+    // Metrics land in a real recorder, as in a service.
+    let _metrics = sinew_metrics::prometheus::PrometheusBuilder::new().install()?;
     let mut scenarios = Vec::new();
     let drivers = vec![
         clients::hyper(ports.backends[0]),
@@ -279,7 +281,10 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command.unwrap_or(Command::Load(LoadArgs::default())) {
             Command::Load(args) => load(args).await,
-            Command::Serve => server::run().await.map_err(Into::into),
+            Command::Serve => {
+                let _metrics = sinew_metrics::prometheus::PrometheusBuilder::new().install()?;
+                server::run().await.map_err(Into::into)
+            }
             Command::ServeChaos => chaos::run().await.map_err(Into::into),
         }
     });

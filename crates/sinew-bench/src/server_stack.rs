@@ -1,10 +1,28 @@
-//! The sinew server stack under test.
-//!
-//! Work in progress: the server layers (verify, deadline/priority, metrics,
-//! shedding) are wrapped here as each lands; until then this is the bare app
-//! and the `sinew-server` rows measure nothing but a second axum server.
+//! The sinew server stack under test: metrics → verify → deadline/priority
+//! → shedding, in DESIGN.md's order.
 
-/// The app behind verify -> deadline/priority -> metrics -> shedding.
+use sinew::sign::{SecretKey, StaticKeyStore, Verifier, VerifyConfig, VerifySignatureLayer};
+use sinew_deadline::{ServerDeadlineLayer, ShedConfig, ShedLayer};
+use sinew_metrics::ServerMetricsLayer;
+use tower::ServiceBuilder;
+
+/// The app behind metrics -> verify -> deadline/priority -> shedding.
 pub(crate) fn wrap(app: axum::Router) -> axum::Router {
-    app
+    let keys = match SecretKey::from_text(crate::sinew_stack::KEY_TEXT) {
+        Ok(k) => StaticKeyStore::new().with_key(crate::sinew_stack::KEY_ID, k),
+        Err(_) => StaticKeyStore::new(),
+    };
+    app.layer(
+        ServiceBuilder::new()
+            .layer(ServerMetricsLayer::new())
+            .layer(VerifySignatureLayer::new(Verifier::new(
+                VerifyConfig::default(),
+                keys,
+            )))
+            .layer(ServerDeadlineLayer::new())
+            .layer(ShedLayer::new(ShedConfig {
+                max_concurrency: 1024,
+                ..ShedConfig::default()
+            })),
+    )
 }

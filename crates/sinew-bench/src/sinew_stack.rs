@@ -1,25 +1,46 @@
-//! The sinew client stacks under test.
+//! The sinew stacks under test: the full client, and the server layers.
 //!
-//! Work in progress: the layers are switched on here as each lands; until
-//! then the `sinew` rows measure the facade over hyper-util alone.
+//! Work in progress: the balancer and the per-endpoint breaker join the
+//! client when their crates land; until then the `sinew` client sends to the
+//! first backend with every other layer on.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use sinew::sign::{HmacSignLayer, SecretKey, SignConfig, Signer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The sinew client with every layer on, balanced over `backends`.
+/// The shared secret of the bench's signed calls.
+pub(crate) const KEY_ID: &str = "bench";
+pub(crate) const KEY_TEXT: &str = "bench-secret-bench-secret";
+
+pub(crate) fn signer() -> Result<HmacSignLayer, BoxError> {
+    Ok(HmacSignLayer::new(Signer::new(
+        SignConfig::rfc9421(KEY_ID),
+        SecretKey::from_text(KEY_TEXT)?,
+    )?))
+}
+
+/// The sinew client with every layer on.
 pub(crate) fn client(backends: &[SocketAddr]) -> Result<sinew::Client, BoxError> {
     let first = backends.first().ok_or("no backends")?;
     Ok(sinew::Client::builder()
         .base_url(&format!("http://{first}"))
         .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(2))
+        .sign(signer()?)
+        .metrics(sinew_metrics::MetricsConfig::default())
         .build()?)
 }
 
-/// The client of the server pair.
+/// The client of the server pair: signing only.
 pub(crate) fn signing_client(target: SocketAddr) -> Result<sinew::Client, BoxError> {
     Ok(sinew::Client::builder()
         .base_url(&format!("http://{target}"))
         .pool_max_idle_per_host(256)
+        .no_retry()
+        .no_deadline()
+        .sign(signer()?)
         .build()?)
 }

@@ -623,6 +623,9 @@ where
     .layer(attempt);
     #[cfg(feature = "metrics")]
     let s = option_layer(builder.metrics.as_ref().and_then(|m| m.1.clone())).layer(s);
+    // Signing sits below the deadline headers, so a signature may cover them.
+    #[cfg(feature = "sign")]
+    let s = option_layer(builder.sign.clone()).layer(s);
     #[cfg(feature = "deadline")]
     let s = option_layer(
         builder
@@ -631,8 +634,6 @@ where
             .map(|d| sinew_deadline::PropagateDeadlineLayer::new().grpc_timeout(d.grpc_timeout)),
     )
     .layer(s);
-    #[cfg(feature = "sign")]
-    let s = option_layer(builder.sign.clone()).layer(s);
     // Per logical call.
     #[cfg(feature = "retry")]
     let s = option_layer(builder.hedge.clone()).layer(s);
