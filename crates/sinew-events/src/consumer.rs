@@ -348,6 +348,16 @@ impl Consumer {
                 }
             };
             attempt = 0;
+            let task = Arc::new(Task {
+                router: Arc::clone(&self.router),
+                clock: Arc::clone(&self.clock),
+                counters: Arc::clone(&self.counters),
+                dlq_channel: session.dlq_channel.clone(),
+                dlq: self.config.dead_letter_queue_name(),
+                max_attempts: self.config.max_attempts.max(1),
+                retry_delay: self.config.retry_delay,
+                max_retry_delay: self.config.max_retry_delay,
+            });
             tracing::info!(queue = %self.config.queue, "consumer started");
             loop {
                 let permit = tokio::select! {
@@ -377,16 +387,7 @@ impl Consumer {
                 };
                 match next {
                     Some(Ok(delivery)) => {
-                        let task = Task {
-                            router: Arc::clone(&self.router),
-                            clock: Arc::clone(&self.clock),
-                            counters: Arc::clone(&self.counters),
-                            dlq_channel: session.dlq_channel.clone(),
-                            dlq: self.config.dead_letter_queue_name(),
-                            max_attempts: self.config.max_attempts.max(1),
-                            retry_delay: self.config.retry_delay,
-                            max_retry_delay: self.config.max_retry_delay,
-                        };
+                        let task = Arc::clone(&task);
                         tokio::spawn(async move {
                             task.process(delivery).await;
                             drop(permit);
@@ -432,7 +433,7 @@ fn header_str(value: &str) -> AMQPValue {
 }
 
 impl Task {
-    async fn process(self, delivery: lapin::message::Delivery) {
+    async fn process(&self, delivery: lapin::message::Delivery) {
         let exchange = delivery.exchange.as_str().to_owned();
         let routing_key = delivery.routing_key.as_str().to_owned();
         let body = match serde_json::from_slice::<serde_json::Value>(&delivery.data) {

@@ -85,7 +85,7 @@ pub use outbox::{Database, Outbox, OutboxConn, DEFAULT_TABLE};
 pub use relay::{Relay, RelayConfig, RelayStats};
 pub use router::{
     command_handler, event_handler, handler_fn, topic_matches, Command, CommandHandler, Event,
-    EventHandler, Handler, HandlerFn, Message, Router,
+    EventHandler, Handler, HandlerFn, Message, PrintHandler, Router,
 };
 
 /// The default AMQP URL: the local broker with the guest account.

@@ -282,6 +282,11 @@ impl Relay {
         let n = match outbox.database() {
             Database::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
+                // Losing this commit in a database crash only re-publishes
+                // the batch (at-least-once), so it need not wait for fsync.
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await?;
                 let rows: Vec<Claimed> = sqlx::query_as(&sql.claim_pg)
                     .bind(now)
                     .bind(limit)

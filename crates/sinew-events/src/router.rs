@@ -206,6 +206,40 @@ where
     }
 }
 
+/// A handler that prints each message as one JSON line on stdout
+/// (`{"exchange", "routing_key", "app_id", "correlation_id", "redelivered", "body"}`),
+/// for `sinew consume` tailing an exchange.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrintHandler;
+
+impl PrintHandler {
+    /// The JSON line printed for `message` (without the newline).
+    pub fn line(message: &Message) -> String {
+        serde_json::json!({
+            "exchange": message.exchange,
+            "routing_key": message.routing_key,
+            "app_id": message.app_id,
+            "correlation_id": message.correlation_id,
+            "redelivered": message.redelivered,
+            "body": message.body,
+        })
+        .to_string()
+    }
+}
+
+impl Handler for PrintHandler {
+    fn call(&self, message: Message) -> BoxFuture<'static, Result<(), BoxError>> {
+        use std::io::Write;
+        let line = Self::line(&message);
+        Box::pin(async move {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+            Ok(())
+        })
+    }
+}
+
 /// Whether `routing_key` matches the topic `pattern` (`*` = exactly one
 /// word, `#` = zero or more words, words separated by `.`).
 ///
@@ -258,7 +292,7 @@ type Shared = Arc<dyn Handler>;
 /// ```
 #[derive(Clone, Default)]
 pub struct Router {
-    exact: HashMap<(String, String), (String, Shared)>,
+    exact: HashMap<String, HashMap<String, (String, Shared)>>,
     patterns: Vec<(String, String, String, Shared)>,
     catch_all: HashMap<String, (String, Shared)>,
     default: Option<Shared>,
@@ -266,7 +300,11 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut routes: Vec<&str> = self.exact.values().map(|(n, _)| n.as_str()).collect();
+        let mut routes: Vec<&str> = self
+            .exact
+            .values()
+            .flat_map(|m| m.values().map(|(n, _)| n.as_str()))
+            .collect();
         routes.extend(self.patterns.iter().map(|(_, _, n, _)| n.as_str()));
         routes.extend(self.catch_all.values().map(|(n, _)| n.as_str()));
         f.debug_struct("Router")
@@ -292,7 +330,9 @@ impl Router {
                 .push((exchange.to_owned(), routing_key.to_owned(), name, h));
         } else {
             self.exact
-                .insert((exchange.to_owned(), routing_key.to_owned()), (name, h));
+                .entry(exchange.to_owned())
+                .or_default()
+                .insert(routing_key.to_owned(), (name, h));
         }
         self
     }
@@ -319,10 +359,7 @@ impl Router {
     }
 
     pub(crate) fn lookup(&self, exchange: &str, routing_key: &str) -> Option<(&str, &Shared)> {
-        if let Some((n, h)) = self
-            .exact
-            .get(&(exchange.to_owned(), routing_key.to_owned()))
-        {
+        if let Some((n, h)) = self.exact.get(exchange).and_then(|m| m.get(routing_key)) {
             return Some((n, h));
         }
         if let Some((_, _, n, h)) = self

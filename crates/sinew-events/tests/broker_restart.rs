@@ -1,5 +1,6 @@
 //! A real RabbitMQ restart (`rabbitmqctl stop_app` / `start_app`) in the
-//! middle of relaying 10 000 events: none is lost. In a test binary of its
+//! middle of relaying 10 000 events: none is lost, and a consumer running
+//! through the restart reconnects and receives every one of them. In a test binary of its
 //! own (cargo runs test binaries one after another), and the broker is
 //! started again even when the test fails.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +16,12 @@ use futures_util::StreamExt;
 use serde_json::json;
 use sinew_events::lapin::options::{BasicConsumeOptions, QueueDeleteOptions};
 use sinew_events::lapin::types::FieldTable;
-use sinew_events::{Database, NewEvent, Relay, RelayConfig};
+use std::sync::{Arc, Mutex};
+
+use sinew_events::{
+    event_handler, Binding, Consumer, ConsumerConfig, Database, NewEvent, Relay, RelayConfig,
+    Router,
+};
 
 fn rabbitmqctl(args: &[&str]) -> bool {
     Command::new("rabbitmqctl")
@@ -71,6 +77,38 @@ async fn broker_restart_mid_relay_loses_nothing() {
     tx.commit().await.unwrap();
     let _ = tap.conn.close(200, "broker restart ahead").await;
 
+    // A consumer of its own durable queue, running through the restart.
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let s = Arc::clone(&seen);
+    let consumer_config = ConsumerConfig {
+        amqp_url: amqp_url(),
+        queue: unique("restart_consumer"),
+        bindings: vec![Binding::all(&aggregate)],
+        prefetch: 200,
+        concurrency: 32,
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        ..ConsumerConfig::default()
+    };
+    let consumer = Consumer::new(
+        consumer_config.clone(),
+        Router::new().exchange(
+            &aggregate,
+            event_handler(move |e| {
+                let s = Arc::clone(&s);
+                async move {
+                    s.lock().unwrap().insert(e.payload["n"].as_u64().unwrap());
+                    Ok(())
+                }
+            }),
+        ),
+    );
+    consumer.declare().await.unwrap();
+    let (stop_consumer, rx_c) = tokio::sync::oneshot::channel::<()>();
+    let consumer = tokio::spawn(consumer.run(async move {
+        let _ = rx_c.await;
+    }));
+
     let _restore = RestoreBroker;
     let config = RelayConfig {
         batch_size: 100,
@@ -124,6 +162,21 @@ async fn broker_restart_mid_relay_loses_nothing() {
     let stats = relay.await.unwrap().unwrap();
     assert!(stats.errors >= 1, "the relay saw the outage: {stats:?}");
     assert!(stats.published >= N as u64 - during as u64);
+
+    // The consumer reconnected and saw every event.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < N {
+        assert!(
+            Instant::now() < deadline,
+            "consumer saw {} of {N} events",
+            seen.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_consumer.send(()).unwrap();
+    let consumer_stats = consumer.await.unwrap().unwrap();
+    assert!(consumer_stats.handled >= N as u64);
+    assert_eq!(consumer_stats.dead_lettered, 0);
 
     // Every event is in the durable queue (duplicates allowed: at-least-once).
     let (conn, ch) = amqp().await;
