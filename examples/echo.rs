@@ -18,10 +18,11 @@
 //! * `POST /echo` → the request body back;
 //! * `GET /status/{code}` → that status;
 //! * `GET /delay/{ms}` → waits, then 200;
-//! * `GET /call?url=URL` → calls URL from inside the handler (the caller's
-//!   deadline and priority propagate) and returns that response's status
-//!   and body; `504` when the deadline passed first, `502` when the call
-//!   failed.
+//! * `GET /call?url=URL` → calls URL with a sinew client from inside the
+//!   handler (the caller's deadline and priority propagate) and returns that
+//!   response's status and body; `504` when the deadline passed first, `502`
+//!   when the call failed;
+//! * `GET /metrics` → the Prometheus exposition of this process.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -33,17 +34,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use sinew_core::problem::Problem;
-use sinew_core::{BoxError, CallContext, DeadlineExceeded};
-use sinew_deadline::{
-    DeadlineLayer, DeadlineService, PropagateDeadline, PropagateDeadlineLayer, ServerDeadlineLayer,
-    ShedLayer,
-};
+use sinew_core::{BoxError, CallContext};
+use sinew_deadline::{ServerDeadlineLayer, ShedLayer};
 use sinew_sign::{SecretKey, StaticKeyStore, Verifier, VerifyConfig, VerifySignatureLayer};
-use tower::{Layer, ServiceExt};
 
 /// A fixture HTTP server behind the sinew server layers.
 #[derive(Debug, Parser)]
@@ -69,11 +63,9 @@ struct Args {
     trust_envoy: bool,
 }
 
-type HttpClient = DeadlineService<PropagateDeadline<Client<HttpConnector, Full<Bytes>>>>;
-
 #[derive(Clone)]
 struct AppState {
-    client: HttpClient,
+    client: sinew::Client,
 }
 
 #[derive(serde::Serialize)]
@@ -121,39 +113,45 @@ struct CallParams {
 }
 
 async fn call(State(state): State<AppState>, Query(q): Query<CallParams>) -> Response {
-    let req = match http::Request::get(q.url.as_str()).body(Full::new(Bytes::new())) {
-        Ok(r) => r,
-        Err(e) => {
-            return problem(
-                Problem::new(StatusCode::BAD_REQUEST, "invalid url").detail(e.to_string()),
-            )
-        }
-    };
-    let result: Result<(StatusCode, HeaderMap, Bytes), BoxError> = async {
-        let res = state.client.oneshot(req).await?;
-        let (parts, body) = res.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok((parts.status, parts.headers, body))
-    }
-    .await;
-    match result {
-        Ok((status, headers, body)) => {
-            let mut res = (status, body).into_response();
-            if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-                res.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    // The sinew client inherits this request's deadline and priority from
+    // the ambient call context the server layer set up.
+    match state.client.get(&q.url).send().await {
+        Ok(res) => {
+            let status = res.status();
+            let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+            match res.bytes().await {
+                Ok(body) => {
+                    let mut out = (status, body).into_response();
+                    if let Some(ct) = content_type {
+                        out.headers_mut().insert(header::CONTENT_TYPE, ct);
+                    }
+                    out
+                }
+                Err(e) => problem(
+                    Problem::new(StatusCode::BAD_GATEWAY, "call failed")
+                        .detail(format!("reading the answer of {} failed: {e}", q.url)),
+                ),
             }
-            res
         }
-        Err(e) if sinew_core::error::find_source::<DeadlineExceeded>(&*e).is_some() => problem(
-            Problem::new(StatusCode::GATEWAY_TIMEOUT, "deadline exceeded").detail(format!(
-                "calling {} did not finish before the deadline",
-                q.url
-            )),
-        ),
-        Err(e) => problem(
-            Problem::new(StatusCode::BAD_GATEWAY, "call failed")
-                .detail(format!("calling {} failed: {e}", q.url)),
-        ),
+        Err(e) => match (e.status(), e.kind()) {
+            (Some(status), _) => {
+                let body = e.body().cloned().unwrap_or_default();
+                (status, body).into_response()
+            }
+            (None, sinew::ErrorKind::Timeout) => problem(
+                Problem::new(StatusCode::GATEWAY_TIMEOUT, "deadline exceeded").detail(format!(
+                    "calling {} did not finish before the deadline",
+                    q.url
+                )),
+            ),
+            (None, sinew::ErrorKind::InvalidRequest) => {
+                problem(Problem::new(StatusCode::BAD_REQUEST, "invalid url").detail(e.to_string()))
+            }
+            (None, _) => problem(
+                Problem::new(StatusCode::BAD_GATEWAY, "call failed")
+                    .detail(format!("calling {} failed: {e}", q.url)),
+            ),
+        },
     }
 }
 
@@ -200,10 +198,13 @@ async fn main() -> Result<(), BoxError> {
         _ => None,
     };
 
-    let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    // The client stack: DeadlineLayer (settles and enforces the deadline)
-    // over the per-attempt header layer over hyper.
-    let client = DeadlineLayer::new().layer(PropagateDeadlineLayer::new().layer(http));
+    // The Prometheus recorder of this process, served at /metrics.
+    let metrics = sinew_metrics::prometheus::PrometheusBuilder::new().install()?;
+    // The client of /call: the sinew stack (deadline propagation, retries,
+    // per-call and per-attempt metrics).
+    let client = sinew::Client::builder()
+        .metrics(sinew_metrics::MetricsConfig::default())
+        .build()?;
 
     let app = Router::new()
         .route("/context", get(context))
@@ -228,6 +229,11 @@ async fn main() -> Result<(), BoxError> {
         Some(layer) => app.layer(layer),
         None => app,
     };
+    // Metrics outermost, per route template; /metrics itself is not behind
+    // verification.
+    let app = app
+        .layer(sinew_metrics::ServerMetricsLayer::new())
+        .merge(metrics.router());
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

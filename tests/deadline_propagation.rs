@@ -193,3 +193,35 @@ async fn echo_verifies_signatures_when_given_a_key() {
     assert!(seen["deadline_remaining_ms"].as_u64().unwrap() <= 2000);
     assert!(echo.terminate().success());
 }
+
+#[tokio::test]
+async fn echo_serves_prometheus_metrics_by_route() {
+    let echo = Echo::start();
+    for id in ["a", "b", "c"] {
+        let (status, _) = get(&format!("{}/status/20{}", echo.url, id.len()), &[]).await;
+        assert_eq!(status, 201);
+    }
+    let (status, _) = get(
+        &format!(
+            "{}/call?url={}",
+            echo.url,
+            encode(&format!("{}/context", echo.url))
+        ),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, text) = get(&format!("{}/metrics", echo.url), &[]).await;
+    assert_eq!(status, 200);
+    // One series for the route template, however many raw paths hit it.
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",url_scheme="http",http_route="/status/{code}",http_response_status_code="201"} 3"#),
+        "{text}"
+    );
+    // The /call handler's client recorded its call.
+    assert!(
+        text.contains("http_client_request_duration_seconds_count{"),
+        "{text}"
+    );
+    assert!(echo.terminate().success());
+}
