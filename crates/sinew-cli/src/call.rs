@@ -43,6 +43,9 @@ pub(crate) struct CallArgs {
     /// At most this many calls at once (with --repeat).
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// Write the client's Prometheus exposition here at exit.
+    #[arg(long = "metrics-out")]
+    metrics_out: Option<PathBuf>,
     /// Print every attempt (endpoint, status, timing) to stderr.
     #[arg(short, long)]
     verbose: bool,
@@ -96,6 +99,14 @@ async fn run_inner(args: CallArgs) -> Result<u8, String> {
     if args.repeat == 0 {
         return Err("--repeat must be at least 1".into());
     }
+    let metrics = match &args.metrics_out {
+        Some(_) => Some(
+            sinew_metrics::prometheus::PrometheusBuilder::new()
+                .install()
+                .map_err(|e| format!("cannot install the metrics recorder: {e}"))?,
+        ),
+        None => None,
+    };
     let mut builder = match &args.config {
         Some(path) => {
             let config = sinew::config::ClientConfig::from_file(path).map_err(|e| e.to_string())?;
@@ -103,6 +114,9 @@ async fn run_inner(args: CallArgs) -> Result<u8, String> {
         }
         None => Client::builder(),
     };
+    if metrics.is_some() {
+        builder = builder.metrics(sinew_metrics::MetricsConfig::default());
+    }
     if args.verbose {
         builder = builder.on_attempt(|a| {
             let what = match (&a.status, &a.error) {
@@ -196,6 +210,10 @@ async fn run_inner(args: CallArgs) -> Result<u8, String> {
     if args.repeat > 1 {
         let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
         summary(&outcomes, &mut lat);
+    }
+    if let (Some(path), Some(handle)) = (&args.metrics_out, &metrics) {
+        std::fs::write(path, handle.render())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(exit_code(&outcomes))
 }

@@ -317,6 +317,29 @@ async fn call_prints_the_body_and_maps_exit_codes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("20 calls: ok 20"), "{err}");
     assert_eq!(err.matches("-> 200 OK").count(), 20, "{err}");
+    // --metrics-out writes the Prometheus exposition of the calls.
+    let metrics_file =
+        std::env::temp_dir().join(format!("sinew-cli-metrics-{}.prom", std::process::id()));
+    let out = run(vec![
+        "call".into(),
+        "--repeat".into(),
+        "3".into(),
+        "--metrics-out".into(),
+        metrics_file.display().to_string(),
+        format!("http://{addr}/ok"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = std::fs::read_to_string(&metrics_file).unwrap();
+    assert!(
+        text.contains(&format!(
+            "http_client_request_duration_seconds_count{{http_request_method=\"GET\",server_address=\"127.0.0.1\",server_port=\"{}\",http_response_status_code=\"200\"}} 3",
+            addr.port()
+        )),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&metrics_file);
     // Nobody listens here: a transport error, exit 3.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
