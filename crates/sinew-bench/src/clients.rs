@@ -175,6 +175,30 @@ pub(crate) fn sinew(backends: &[SocketAddr]) -> Result<Driver, BoxError> {
     })
 }
 
+/// The sinew client with one layer on (see `sinew_stack::variant`).
+pub(crate) fn sinew_variant(
+    name: &'static str,
+    backends: &[SocketAddr],
+) -> Result<Driver, BoxError> {
+    let client = crate::sinew_stack::variant(name, backends)?;
+    Ok(Driver {
+        name,
+        call: Arc::new(move |id| {
+            let client = client.clone();
+            Box::pin(async move {
+                client
+                    .get("/item/{id}")
+                    .param("id", id)
+                    .send()
+                    .await?
+                    .bytes()
+                    .await?;
+                Ok(())
+            })
+        }),
+    })
+}
+
 /// The server pair (client 5): one client (signing, as the sinew server
 /// verifies) against the bare axum server or the sinew server stack.
 pub(crate) fn server_pair(name: &'static str, target: SocketAddr) -> Result<Driver, BoxError> {

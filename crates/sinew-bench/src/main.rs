@@ -67,6 +67,9 @@ struct LoadArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also run the sinew client with one layer at a time.
+    #[arg(long)]
+    breakdown: bool,
 }
 
 impl Default for LoadArgs {
@@ -77,6 +80,7 @@ impl Default for LoadArgs {
             rounds: 3,
             quick: false,
             json: false,
+            breakdown: false,
         }
     }
 }
@@ -233,6 +237,19 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
         clients::sinew(&ports.backends)?,
     ];
     compare(&drivers, &args, None, &mut scenarios).await;
+    if args.breakdown {
+        let mut parts = vec![clients::hyper(ports.backends[0])];
+        for name in [
+            "sinew-bare",
+            "sinew+deadline",
+            "sinew+retry",
+            "sinew+sign",
+            "sinew+metrics",
+        ] {
+            parts.push(clients::sinew_variant(name, &ports.backends)?);
+        }
+        compare(&parts, &args, None, &mut scenarios).await;
+    }
     let pair = vec![
         clients::server_pair("axum", ports.axum)?,
         clients::server_pair("sinew-server", ports.sinew_server)?,

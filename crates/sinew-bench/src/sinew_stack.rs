@@ -44,3 +44,24 @@ pub(crate) fn signing_client(target: SocketAddr) -> Result<sinew::Client, BoxErr
         .sign(signer()?)
         .build()?)
 }
+
+/// One layer at a time, for `--breakdown`: where the full client's time goes.
+pub(crate) fn variant(name: &str, backends: &[SocketAddr]) -> Result<sinew::Client, BoxError> {
+    let first = backends.first().ok_or("no backends")?;
+    let b = sinew::Client::builder()
+        .base_url(&format!("http://{first}"))
+        .pool_max_idle_per_host(256)
+        .no_retry()
+        .no_deadline();
+    let b = match name {
+        "sinew-bare" => b,
+        "sinew+deadline" => b
+            .deadline(sinew_deadline::DeadlineConfig::default())
+            .timeout(Duration::from_secs(2)),
+        "sinew+retry" => b.retry(sinew_retry::RetryLayer::new()),
+        "sinew+sign" => b.sign(signer()?),
+        "sinew+metrics" => b.metrics(sinew_metrics::MetricsConfig::default()),
+        other => return Err(format!("unknown variant {other}").into()),
+    };
+    Ok(b.build()?)
+}
