@@ -317,6 +317,43 @@ fn consumer(c: &mut Criterion) {
             }
         })
     });
+    group.bench_function("baseline_lapin_consume_ack_pipelined", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (ch, exchange, queue) = (ch.clone(), exchange.clone(), queue.clone());
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    fill_queue(&ch, &exchange).await;
+                    let (c2, cch) = channel().await;
+                    cch.basic_qos(prefetch, Default::default()).await.unwrap();
+                    let start = Instant::now();
+                    let mut stream = cch
+                        .basic_consume(
+                            &queue,
+                            &unique("raw"),
+                            BasicConsumeOptions::default(),
+                            FieldTable::default(),
+                        )
+                        .await
+                        .unwrap();
+                    let mut acks = Vec::with_capacity(N);
+                    for _ in 0..N {
+                        let d = stream.next().await.unwrap().unwrap();
+                        let _: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+                        acks.push(tokio::spawn(async move {
+                            d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                        }));
+                    }
+                    for a in acks {
+                        a.await.unwrap();
+                    }
+                    total += start.elapsed();
+                    let _ = c2.close(200, "bye").await;
+                }
+                total
+            }
+        })
+    });
     group.bench_function("sinew_consumer_noop", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (ch, exchange, queue) = (ch.clone(), exchange.clone(), queue.clone());
