@@ -1,8 +1,9 @@
-//! A real RabbitMQ restart (`rabbitmqctl stop_app` / `start_app`) in the
-//! middle of relaying 10 000 events: none is lost, and a consumer running
-//! through the restart reconnects and receives every one of them. In a test binary of its
-//! own (cargo runs test binaries one after another), and the broker is
-//! started again even when the test fails.
+//! Real restarts in the middle of relaying 10 000 events: RabbitMQ
+//! (`rabbitmqctl stop_app` / `start_app`) and PostgreSQL (`pg_ctlcluster`).
+//! None is lost, and a consumer running through the broker restart
+//! reconnects and receives every event. In a test binary of its own (cargo
+//! runs test binaries one after another), the two tests serialised by a
+//! lock, and each service is started again even when a test fails.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -39,6 +40,9 @@ fn amqp_port_open() -> bool {
     .is_ok()
 }
 
+/// One restart at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Starts the RabbitMQ app again on drop (also when the test panics).
 struct RestoreBroker;
 
@@ -57,6 +61,7 @@ impl Drop for RestoreBroker {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_relay_loses_nothing() {
     const N: usize = 10_000;
+    let _serial = SERIAL.lock().await;
     let outbox = pg_outbox().await;
     let aggregate = unique("restart");
     // Durable queue: persistent messages confirmed before the restart survive it.
@@ -211,5 +216,179 @@ async fn broker_restart_mid_relay_loses_nothing() {
         .await;
     let _ = ch.exchange_delete(&aggregate, Default::default()).await;
     let _ = conn.close(200, "bye").await;
+    outbox.drop_table().await.unwrap();
+}
+
+fn pg_version() -> String {
+    std::fs::read_dir("/etc/postgresql")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .max_by_key(|v| v.parse::<u32>().unwrap_or(0))
+        .unwrap()
+}
+
+fn pg_ctl(action: &str) -> bool {
+    Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &pg_version(), "main", action])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn pg_ready() -> bool {
+    Command::new("pg_isready")
+        .args(["-q", "-h", "127.0.0.1"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Starts PostgreSQL again on drop (also when the test panics).
+struct RestoreDatabase;
+
+impl Drop for RestoreDatabase {
+    fn drop(&mut self) {
+        if !pg_ready() {
+            pg_ctl("start");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pg_ready() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// `pending()`, retried while the database comes back.
+async fn pending(outbox: &sinew_events::Outbox) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match outbox.pending().await {
+            Ok(n) => return n,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "database did not come back: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restart_mid_relay_loses_nothing() {
+    const N: usize = 10_000;
+    let _serial = SERIAL.lock().await;
+    let outbox = pg_outbox().await;
+    let aggregate = unique("dbrestart");
+    let tap = Tap::new(&[(&aggregate, "#")], false).await;
+    let Database::Postgres(pool) = outbox.database() else {
+        unreachable!()
+    };
+    let mut tx = pool.begin().await.unwrap();
+    for n in 0..N {
+        outbox
+            .publish(
+                &mut *tx,
+                &NewEvent::new(&aggregate, "tick", json!({"n": n})),
+            )
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let _restore = RestoreDatabase;
+    let config = RelayConfig {
+        batch_size: 100,
+        listen: true,
+        // NOTIFY must come back too: polling alone would take a minute.
+        poll_interval: Duration::from_secs(60),
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        ..relay_config()
+    };
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let relay = tokio::spawn(Relay::with_outbox(outbox.clone(), config).run(async move {
+        let _ = rx.await;
+    }));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = outbox.pending().await.unwrap();
+        assert!(left > 0, "relay finished before the restart; make N larger");
+        if left < (N as i64) - 1000 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(tokio::task::spawn_blocking(|| pg_ctl("restart"))
+        .await
+        .unwrap());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pending(&outbox).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "relay did not finish after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Every event arrived (a batch cut by the restart may come twice).
+    let (conn, ch) = amqp().await;
+    ch.basic_qos(1000, Default::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            &tap.queue,
+            "check",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut ids = HashSet::new();
+    while ids.len() < N {
+        match tokio::time::timeout(Duration::from_secs(10), consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+                ids.insert(v["payload"]["n"].as_u64().unwrap());
+            }
+            other => panic!("{} of {N} events arrived: {other:?}", ids.len()),
+        }
+    }
+
+    // After the restart the relay still wakes on NOTIFY (LISTEN reconnected).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut tries = 0;
+    let id = loop {
+        match outbox
+            .publish_event(&aggregate, "late", json!({"n": "late"}))
+            .await
+        {
+            Ok(id) => break id,
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 50, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                let v: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+                if v["eventId"] == json!(id) {
+                    break;
+                }
+            }
+            other => panic!("the late event did not arrive: {other:?}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+    stop.send(()).unwrap();
+    let stats = relay.await.unwrap().unwrap();
+    assert!(stats.errors >= 1, "the relay saw the outage: {stats:?}");
+    let _ = conn.close(200, "bye").await;
+    tap.cleanup().await;
     outbox.drop_table().await.unwrap();
 }
