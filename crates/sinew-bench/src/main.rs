@@ -70,6 +70,9 @@ struct LoadArgs {
     /// Also run the sinew client with one layer at a time.
     #[arg(long)]
     breakdown: bool,
+    /// Run only the client of this name (for profiling, e.g. under perf).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 impl Default for LoadArgs {
@@ -81,6 +84,7 @@ impl Default for LoadArgs {
             quick: false,
             json: false,
             breakdown: false,
+            only: None,
         }
     }
 }
@@ -236,6 +240,15 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
         clients::reqwest_middleware(ports.backends[0]),
         clients::sinew(&ports.backends)?,
     ];
+    if let Some(only) = &args.only {
+        let picked: Vec<Driver> = drivers.into_iter().filter(|d| d.name == only).collect();
+        if picked.is_empty() {
+            return Err(format!("no client named {only}").into());
+        }
+        compare(&picked, &args, None, &mut scenarios).await;
+        print_scenarios(&scenarios, args.json);
+        return Ok(());
+    }
     compare(&drivers, &args, None, &mut scenarios).await;
     if args.breakdown {
         let mut parts = vec![clients::hyper(ports.backends[0])];
@@ -256,15 +269,19 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
     ];
     compare(&pair, &args, server_pid, &mut scenarios).await;
     drop(child);
+    print_scenarios(&scenarios, args.json);
+    Ok(())
+}
 
-    if args.json {
+fn print_scenarios(scenarios: &[Scenario], json: bool) {
+    if json {
         println!("{}", serde_json::json!({ "scenarios": scenarios }));
     } else {
         println!(
             "{:<20} {:>4} {:>10} {:>9} {:>9} {:>12} {:>9} {:>9} {:>6}",
             "client", "C", "req/s", "p50 µs", "p99 µs", "cpu µs/req", "×rps", "×cpu", "errors"
         );
-        for s in &scenarios {
+        for s in scenarios {
             println!(
                 "{:<20} {:>4} {:>10.0} {:>9.0} {:>9.0} {:>12.1} {:>9.3} {:>9.3} {:>6}",
                 s.client,
@@ -280,7 +297,6 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
         }
         println!("(×rps, ×cpu: median ratio to the first client of each group in the same round; the server pair's cpu is the server process's)");
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
