@@ -144,6 +144,26 @@ impl TraceParent {
         }
     }
 
+    /// A trace parent from its parts; `None` when an id is all zeros (the
+    /// spec forbids them).
+    ///
+    /// ```
+    /// use sinew_core::TraceParent;
+    /// let tp = TraceParent::from_parts([1; 16], [2; 8], 1).unwrap();
+    /// assert_eq!(tp.to_string(), "00-01010101010101010101010101010101-0202020202020202-01");
+    /// assert!(TraceParent::from_parts([0; 16], [2; 8], 1).is_none());
+    /// ```
+    pub fn from_parts(trace_id: [u8; 16], parent_id: [u8; 8], flags: u8) -> Option<Self> {
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return None;
+        }
+        Some(TraceParent {
+            trace_id,
+            parent_id,
+            flags,
+        })
+    }
+
     /// The same trace with a fresh random span id (for one outbound attempt).
     pub fn child(&self) -> Self {
         TraceParent {
