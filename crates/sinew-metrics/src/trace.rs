@@ -29,8 +29,8 @@ fn format(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> [u8; 55] {
 }
 
 fn build(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> TraceParent {
-    // What we format always parses; fall back to the slow path regardless.
-    TraceParent::parse(&format(trace_id, span_id, flags)).unwrap_or_else(TraceParent::new_root)
+    // Ids are never all zeros here; fall back to a fresh root regardless.
+    TraceParent::from_parts(*trace_id, *span_id, flags).unwrap_or_else(TraceParent::new_root)
 }
 
 thread_local! {
