@@ -35,8 +35,9 @@ start_rabbit() {
         echo "services.sh: RabbitMQ is down and rabbitmq-server is not installed" >&2
         return 1
     fi
-    # The node may be running with the app stopped (rabbitmqctl stop_app).
-    if timeout 20 rabbitmqctl -q status >/dev/null 2>&1; then
+    # The node may be running with the app stopped (rabbitmqctl stop_app):
+    # the node answers a ping, the AMQP port is closed.
+    if timeout 20 rabbitmq-diagnostics -q ping >/dev/null 2>&1; then
         echo "services.sh: starting the RabbitMQ app" >&2
         timeout 60 rabbitmqctl -q start_app || true
     else
