@@ -50,6 +50,27 @@
 //!   the dead-letter queue at once with the reason in `x-sinew-reason`.
 //! * [`wire`] — the envelope, camelCasing and timestamps of COMPAT.md.
 //!
+//! # Guarantees and limits
+//!
+//! * **At-least-once.** A row is deleted only after the broker confirmed it;
+//!   a crash (or a broker/database restart) between publish and commit
+//!   publishes that batch again. Consumers should be idempotent (`eventId`
+//!   is the outbox row id). Nothing committed is lost.
+//! * **Order.** One relay publishes in row-id order. Several relays on
+//!   PostgreSQL share the rows (`SKIP LOCKED`) and never publish a row twice
+//!   while it is claimed, but give no order across relays.
+//! * **SQLite.** A batch runs under `BEGIN IMMEDIATE`, so relays on one file
+//!   take turns and writers wait for a batch (milliseconds); run one relay
+//!   per database file. No `NOTIFY`: the relay polls (and sleeps until the
+//!   next future event is due).
+//! * **A row that can never be published** (e.g. its exchange exists with
+//!   another type) is retried with backoff and holds back the rows after
+//!   it; it is logged at every attempt.
+//! * **Consumer retries** run in the consumer while the message stays
+//!   unacknowledged; if the consumer dies meanwhile the broker redelivers
+//!   the message and the attempt count starts again. Unrouted messages are
+//!   acked and counted, never requeued.
+//!
 //! # Metrics
 //!
 //! `sinew_events_outbox_writes_total{kind}`, `sinew_events_published_total{kind}`,

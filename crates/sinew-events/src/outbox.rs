@@ -33,7 +33,8 @@ pub enum Database {
 
 impl Database {
     /// Connect to `postgres://…`/`postgresql://…` or `sqlite:…` (a SQLite
-    /// file is created if missing).
+    /// file is created if missing, in WAL mode; `sqlite::memory:` gets a
+    /// single connection, since each connection would see its own database).
     pub async fn connect(url: &str) -> Result<Self, Error> {
         if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options: PgConnectOptions = url.parse()?;
@@ -48,8 +49,10 @@ impl Database {
                 .create_if_missing(true)
                 .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                 .busy_timeout(std::time::Duration::from_secs(10));
+            // An in-memory database exists once per connection: keep one.
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let pool = SqlitePoolOptions::new()
-                .max_connections(4)
+                .max_connections(if in_memory { 1 } else { 4 })
                 .connect_with(options)
                 .await?;
             Ok(Self::Sqlite(pool))

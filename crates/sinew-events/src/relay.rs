@@ -78,7 +78,8 @@ pub struct RelayStats {
     pub errors: u64,
 }
 
-/// Moves outbox rows to the broker. See the [module docs](self).
+/// Moves outbox rows to the broker: claim a batch of due rows in id order,
+/// publish with publisher confirms, delete the confirmed rows, commit.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), sinew_events::Error> {

@@ -449,3 +449,16 @@ async fn bad_configuration_is_a_clear_error() {
     assert!(err.to_string().contains("plain identifier"), "{err}");
     let _: Value = json!(null);
 }
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_one_database() {
+    let outbox = Outbox::connect("sqlite::memory:", "outbox").await.unwrap();
+    outbox.migrate().await.unwrap();
+    for n in 0..3 {
+        outbox
+            .publish_event("a", "b", json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    assert_eq!(outbox.pending().await.unwrap(), 3);
+}
