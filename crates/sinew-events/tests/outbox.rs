@@ -270,7 +270,7 @@ async fn sqlite_future_events_and_cancellation() {
 async fn pg_notify_wakes_the_relay() {
     let outbox = pg_outbox().await;
     let aggregate = unique("user");
-    let tap = Tap::new(&[(&aggregate, "#")], false).await;
+    let tap = Tap::new(&[(&aggregate, "#")], true).await;
     let (stop, shutdown) = stopper();
     let config = RelayConfig {
         poll_interval: Duration::from_secs(60),
@@ -278,21 +278,25 @@ async fn pg_notify_wakes_the_relay() {
         ..relay_config()
     };
     let relay = tokio::spawn(Relay::with_outbox(outbox.clone(), config).run(shutdown));
-    // Let it reach its idle wait (an empty outbox), then write.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let started = std::time::Instant::now();
-    outbox
-        .publish_event(&aggregate, "created", json!({"n": 1}))
-        .await
-        .unwrap();
-    let got = tap
-        .take(1, Duration::from_secs(10), Duration::from_millis(100))
-        .await;
-    assert!(started.elapsed() < Duration::from_secs(10));
-    assert_eq!(got[0].json()["payload"], json!({"n": 1}));
+    // A first event, then (once it arrived, so the relay has found the
+    // outbox empty and sleeps on its one-minute poll) a second one: only a
+    // NOTIFY brings that in time.
+    for n in 0..2 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        outbox
+            .publish_event(&aggregate, "created", json!({ "n": n }))
+            .await
+            .unwrap();
+        let got = tap
+            .take(1, Duration::from_secs(10), Duration::from_millis(100))
+            .await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(got[0].json()["payload"], json!({ "n": n }));
+    }
     stop.send(()).unwrap();
     let stats = relay.await.unwrap().unwrap();
-    assert_eq!(stats.published, 1);
+    assert_eq!(stats.published, 2);
     tap.cleanup().await;
     outbox.drop_table().await.unwrap();
 }

@@ -83,7 +83,7 @@ pub async fn declare_exchange(channel: &Channel, exchange: &str) {
 }
 
 /// A queue bound to `exchange` with `key`, deleted (with the exchange) by
-/// [`Tap::cleanup`]; auto-delete unless `durable`.
+/// [`Tap::cleanup`]; auto-delete (gone after the first [`Tap::take`]) unless `durable`.
 pub struct Tap {
     pub conn: Connection,
     pub channel: Channel,
