@@ -4,6 +4,8 @@
 //! sinew sign   …   sign a raw HTTP request read on stdin, print it signed
 //! sinew verify …   verify a raw HTTP request read on stdin
 //! sinew call   …   send calls through the full client stack
+//! sinew relay  …   publish outbox rows to RabbitMQ (sinew-events)
+//! sinew consume …  print a queue's messages as JSON lines
 //! ```
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
@@ -14,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod call;
+mod events;
 mod raw;
 mod sign;
 
@@ -36,6 +39,23 @@ enum Command {
     Verify(sign::VerifyArgs),
     /// Send calls through the full client stack.
     Call(call::CallArgs),
+    /// Publish outbox rows to RabbitMQ until interrupted (sinew-events).
+    Relay(events::RelayArgs),
+    /// Print the messages of a queue as JSON lines until interrupted.
+    Consume(events::ConsumeArgs),
+}
+
+fn run(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(fut),
+        Err(e) => {
+            eprintln!("sinew: cannot start the runtime: {e}");
+            ExitCode::from(call::EXIT_USAGE)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,18 +70,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Sign(args) => sign::sign(args),
         Command::Verify(args) => sign::verify(args),
-        Command::Call(args) => {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("sinew: cannot start the runtime: {e}");
-                    return ExitCode::from(call::EXIT_USAGE);
-                }
-            };
-            rt.block_on(call::run(args))
-        }
+        Command::Call(args) => run(call::run(args)),
+        Command::Relay(args) => run(events::relay(args)),
+        Command::Consume(args) => run(events::consume(args)),
     }
 }

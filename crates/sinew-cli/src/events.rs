@@ -1,0 +1,108 @@
+//! `sinew relay` and `sinew consume`: sinew-events from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use sinew_events::{Consumer, ConsumerConfig, PrintHandler, Relay, RelayConfig, Router};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Args)]
+pub(crate) struct RelayArgs {
+    /// The outbox database: `postgres://…` or `sqlite:…`.
+    #[arg(long = "database-url")]
+    database_url: String,
+    /// The broker.
+    #[arg(
+        long = "amqp-url",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// The `app_id` property of what is published (the service's name).
+    #[arg(long = "app-id", default_value = "sinew")]
+    app_id: String,
+    /// The outbox table.
+    #[arg(long, default_value = sinew_events::DEFAULT_TABLE)]
+    table: String,
+    /// Rows per batch.
+    #[arg(long = "batch-size", default_value_t = 500)]
+    batch_size: usize,
+    /// Poll this often when no NOTIFY arrives, like `1s`.
+    #[arg(long = "poll-interval", value_parser = parse_duration, default_value = "1s")]
+    poll_interval: Duration,
+    /// Do not LISTEN for NOTIFY (PostgreSQL): poll only.
+    #[arg(long = "no-listen")]
+    no_listen: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConsumeArgs {
+    /// The consumer configuration (TOML: amqp_url, queue, bindings, …).
+    #[arg(long)]
+    config: PathBuf,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    sinew::config::duration::parse(s)
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `sinew relay`: move outbox rows to the broker until SIGINT.
+pub(crate) async fn relay(args: RelayArgs) -> ExitCode {
+    let config = RelayConfig {
+        database_url: args.database_url,
+        amqp_url: args.amqp_url,
+        app_id: args.app_id,
+        table: args.table,
+        batch_size: args.batch_size.max(1),
+        poll_interval: args.poll_interval,
+        listen: !args.no_listen,
+        ..RelayConfig::default()
+    };
+    match Relay::new(config).run(ctrl_c()).await {
+        Ok(stats) => {
+            eprintln!(
+                "sinew relay: published {} in {} batches ({} errors recovered)",
+                stats.published, stats.batches, stats.errors
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sinew relay: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `sinew consume`: print every message of the configured queue as a JSON
+/// line until SIGINT.
+pub(crate) async fn consume(args: ConsumeArgs) -> ExitCode {
+    let text = match std::fs::read_to_string(&args.config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sinew consume: cannot read {}: {e}", args.config.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let config: ConsumerConfig = match toml::from_str(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sinew consume: {}: {e}", args.config.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let router = Router::new().default_handler(PrintHandler);
+    match Consumer::new(config, router).run(ctrl_c()).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sinew consume: {e}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
