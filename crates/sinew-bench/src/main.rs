@@ -241,7 +241,20 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
         clients::sinew(&ports.backends)?,
     ];
     if let Some(only) = &args.only {
-        let picked: Vec<Driver> = drivers.into_iter().filter(|d| d.name == only).collect();
+        let mut picked: Vec<Driver> = drivers.into_iter().filter(|d| d.name == only).collect();
+        if picked.is_empty() && only.starts_with("sinew") {
+            picked.push(clients::sinew_variant(
+                match only.as_str() {
+                    "sinew-bare" => "sinew-bare",
+                    "sinew+deadline" => "sinew+deadline",
+                    "sinew+retry" => "sinew+retry",
+                    "sinew+sign" => "sinew+sign",
+                    "sinew+metrics" => "sinew+metrics",
+                    _ => "unknown",
+                },
+                &ports.backends,
+            )?);
+        }
         if picked.is_empty() {
             return Err(format!("no client named {only}").into());
         }

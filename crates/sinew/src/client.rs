@@ -587,11 +587,10 @@ impl ClientBuilder {
         };
         let roots = self.roots.clone().unwrap_or_else(TlsRoots::system);
         let transport = transport::build(&self.pool, &roots)?;
-        let attempt =
-            tower::service_fn(move |req: Request<Body>| transport::send(transport.clone(), req))
-                .map_response(|r: http::Response<hyper::body::Incoming>| {
-                    r.map(|b| b.map_err(BoxError::from).boxed_unsync())
-                });
+        let attempt = tower::service_fn(move |req: Request<Body>| transport::send(&transport, req))
+            .map_response(|r: http::Response<hyper::body::Incoming>| {
+                r.map(|b| b.map_err(BoxError::from).boxed_unsync())
+            });
         let stack = finish(attempt, &self)?;
         Ok(Client::from_stack(base, stack))
     }
