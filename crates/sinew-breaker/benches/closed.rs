@@ -1,0 +1,2 @@
+//! Closed-state overhead of the breaker (filled in below).
+fn main() {}
