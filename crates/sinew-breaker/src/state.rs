@@ -1,9 +1,7 @@
 //! Per-key breaker state and the registry of keys.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -227,6 +225,14 @@ pub(crate) struct Breaker {
     key: Arc<str>,
     inner: Mutex<Inner>,
     last_used_ms: AtomicU64,
+    /// Closed and not forced: calls are admitted without taking the lock.
+    closed: AtomicBool,
+    /// A copy of `inner.consecutive`, so a success that changes nothing
+    /// (closed, no failures in a row, no rate windows) takes no lock.
+    consecutive: AtomicU32,
+    /// Whether any rate policy keeps a window (then every outcome is
+    /// recorded under the lock).
+    has_windows: bool,
 }
 
 /// A transition, reported after the lock is released.
@@ -246,9 +252,10 @@ impl Breaker {
                 | TripPolicy::SlowCallRate { window, .. } => Some(RateWindow::new(*window)),
                 TripPolicy::ConsecutiveFailures(_) => None,
             })
-            .collect();
+            .collect::<Vec<_>>();
         Breaker {
             key,
+            has_windows: !windows.is_empty(),
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
                 forced: None,
@@ -257,7 +264,18 @@ impl Breaker {
                 opens: 0,
             }),
             last_used_ms: AtomicU64::new(0),
+            closed: AtomicBool::new(true),
+            consecutive: AtomicU32::new(0),
         }
+    }
+
+    /// Refresh the lock-free hints from the state (call with the lock held).
+    fn sync_hints(&self, inner: &Inner) {
+        self.closed.store(
+            inner.forced.is_none() && matches!(inner.phase, Phase::Closed),
+            Ordering::Release,
+        );
+        self.consecutive.store(inner.consecutive, Ordering::Release);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -299,7 +317,21 @@ impl Breaker {
         now: Instant,
         config: &BreakerConfig,
     ) -> (Result<Admit, Option<Duration>>, Option<Transition>) {
+        if self.closed.load(Ordering::Acquire) {
+            return (Ok(Admit::Call), None);
+        }
         let mut inner = self.lock();
+        let out = self.acquire_locked(&mut inner, now, config);
+        self.sync_hints(&inner);
+        out
+    }
+
+    fn acquire_locked(
+        &self,
+        inner: &mut Inner,
+        now: Instant,
+        config: &BreakerConfig,
+    ) -> (Result<Admit, Option<Duration>>, Option<Transition>) {
         match inner.forced {
             Some(Forced::Open) => return (Err(None), None),
             Some(Forced::Closed) => return (Ok(Admit::Call), None),
@@ -354,6 +386,7 @@ impl Breaker {
                 successes,
             };
         }
+        self.sync_hints(&inner);
     }
 
     /// Record the outcome of a call admitted as `admit`.
@@ -366,7 +399,30 @@ impl Breaker {
         config: &BreakerConfig,
         registry: &Registry,
     ) -> Option<Transition> {
+        if admit == Admit::Call
+            && !failure
+            && !self.has_windows
+            && self.closed.load(Ordering::Acquire)
+            && self.consecutive.load(Ordering::Acquire) == 0
+        {
+            // Closed, no failures in a row, nothing else to count.
+            return None;
+        }
         let mut inner = self.lock();
+        let out = Self::record_locked(&mut inner, admit, failure, elapsed, now, config, registry);
+        self.sync_hints(&inner);
+        out
+    }
+
+    fn record_locked(
+        inner: &mut Inner,
+        admit: Admit,
+        failure: bool,
+        elapsed: Duration,
+        now: Instant,
+        config: &BreakerConfig,
+        registry: &Registry,
+    ) -> Option<Transition> {
         if inner.forced.is_some() {
             return None;
         }
@@ -379,15 +435,9 @@ impl Breaker {
                 },
             ) => {
                 if failure {
-                    Some(Self::open(
-                        &mut inner,
-                        now,
-                        config,
-                        registry,
-                        State::HalfOpen,
-                    ))
+                    Some(Self::open(inner, now, config, registry, State::HalfOpen))
                 } else if successes + 1 >= config.success_threshold {
-                    Self::close(&mut inner);
+                    Self::close(inner);
                     Some(Transition {
                         from: State::HalfOpen,
                         to: State::Closed,
@@ -435,7 +485,7 @@ impl Breaker {
                     }
                 }
                 if trip {
-                    Some(Self::open(&mut inner, now, config, registry, State::Closed))
+                    Some(Self::open(inner, now, config, registry, State::Closed))
                 } else {
                     None
                 }
@@ -481,6 +531,7 @@ impl Breaker {
         let from = Self::state_of(&inner);
         inner.forced = forced;
         Self::close(&mut inner);
+        self.sync_hints(&inner);
         Transition {
             from,
             to: Self::state_of(&inner),
@@ -535,9 +586,13 @@ impl Registry {
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Breaker>>> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+        // FNV-1a: keys are endpoint names, not attacker-chosen map keys
+        // (the map itself is std's, keyed with a random SipHash).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key.as_bytes() {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let i = (h as usize) % SHARDS;
         match self.shards[i].lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
