@@ -606,7 +606,11 @@ impl Registry {
         let used = now.saturating_duration_since(self.epoch).as_millis() as u64;
         let mut shard = self.shard(key);
         if let Some(b) = shard.get(key) {
-            b.last_used_ms.store(used, Ordering::Relaxed);
+            // Write the shared cache line only when the time moved on by
+            // more than a second.
+            if used.saturating_sub(b.last_used_ms.load(Ordering::Relaxed)) > 1000 {
+                b.last_used_ms.store(used, Ordering::Relaxed);
+            }
             return b.clone();
         }
         if shard.len() >= self.per_shard {
