@@ -303,6 +303,8 @@ pub struct ClientBuilder {
     retry: Option<sinew_retry::RetryLayer>,
     #[cfg(feature = "retry")]
     hedge: Option<sinew_retry::HedgeLayer>,
+    #[cfg(feature = "breaker")]
+    breaker: Option<sinew_breaker::CircuitBreakerLayer>,
     #[cfg(feature = "sign")]
     sign: Option<sinew_sign::HmacSignLayer>,
     auth: Option<crate::auth::TokenAuthConfig>,
@@ -330,6 +332,8 @@ impl Default for ClientBuilder {
             retry: Some(sinew_retry::RetryLayer::new()),
             #[cfg(feature = "retry")]
             hedge: None,
+            #[cfg(feature = "breaker")]
+            breaker: None,
             #[cfg(feature = "sign")]
             sign: None,
             auth: None,
@@ -360,6 +364,7 @@ impl ClientBuilder {
         }
         b = b.apply_deadline(config)?;
         b = b.apply_retry(config)?;
+        b = b.apply_breaker(config)?;
         Ok(b)
     }
 
@@ -432,6 +437,61 @@ impl ClientBuilder {
             return Err(Error::new(
                 ErrorKind::Config,
                 "[retry]/[hedge] need the `retry` feature of sinew",
+            ));
+        }
+        Ok(self)
+    }
+
+    #[cfg(feature = "breaker")]
+    fn apply_breaker(mut self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        use crate::config::BreakerPolicy as P;
+        use sinew_breaker::{BreakerConfig, TripPolicy, Window};
+        let Some(b) = &config.breaker else {
+            return Ok(self);
+        };
+        let window = Window::Time {
+            length: b.window,
+            buckets: 10,
+        };
+        let policy = match b.policy {
+            P::Consecutive => {
+                if b.failure_threshold < 1.0 || b.failure_threshold.fract() != 0.0 {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "[breaker] failure_threshold: a count of at least 1 for policy = \"consecutive\"",
+                    ));
+                }
+                TripPolicy::ConsecutiveFailures(b.failure_threshold as u32)
+            }
+            P::FailureRate => TripPolicy::FailureRate {
+                ratio: b.failure_threshold,
+                minimum_calls: b.minimum_calls,
+                window,
+            },
+            P::SlowCall => TripPolicy::SlowCallRate {
+                ratio: b.failure_threshold,
+                slower_than: b.slow_call,
+                minimum_calls: b.minimum_calls,
+                window,
+            },
+        };
+        let layer = sinew_breaker::CircuitBreakerLayer::from_config(BreakerConfig {
+            policies: vec![policy],
+            open_duration: b.open_duration,
+            half_open_probes: b.half_open_probes,
+            ..BreakerConfig::default()
+        })
+        .map_err(|e| Error::new(ErrorKind::Config, format!("[breaker]: {e}")))?;
+        self.breaker = Some(layer);
+        Ok(self)
+    }
+
+    #[cfg(not(feature = "breaker"))]
+    fn apply_breaker(self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        if config.breaker.is_some() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "[breaker] needs the `breaker` feature of sinew",
             ));
         }
         Ok(self)
@@ -543,6 +603,15 @@ impl ClientBuilder {
         self
     }
 
+    /// A circuit breaker per endpoint (below retries: a refused attempt is
+    /// not retried against the same endpoint). Keep `layer.handle()` to
+    /// observe or control it.
+    #[cfg(feature = "breaker")]
+    pub fn breaker(mut self, layer: sinew_breaker::CircuitBreakerLayer) -> Self {
+        self.breaker = Some(layer);
+        self
+    }
+
     /// Sign every attempt.
     #[cfg(feature = "sign")]
     pub fn sign(mut self, layer: sinew_sign::HmacSignLayer) -> Self {
@@ -633,6 +702,9 @@ where
             .map(|d| sinew_deadline::PropagateDeadlineLayer::new().grpc_timeout(d.grpc_timeout)),
     )
     .layer(s);
+    // Per endpoint.
+    #[cfg(feature = "breaker")]
+    let s = option_layer(builder.breaker.clone()).layer(s);
     // Per logical call.
     #[cfg(feature = "retry")]
     let s = option_layer(builder.hedge.clone()).layer(s);

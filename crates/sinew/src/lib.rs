@@ -44,6 +44,14 @@ pub use response::Response;
 pub use sinew_core::{Body, CallContext, Priority};
 pub use transport::{PoolConfig, TlsRoots};
 
+#[cfg(feature = "breaker")]
+pub use sinew_breaker as breaker;
+#[cfg(feature = "deadline")]
+pub use sinew_deadline as deadline;
+#[cfg(feature = "metrics")]
+pub use sinew_metrics as metrics;
+#[cfg(feature = "retry")]
+pub use sinew_retry as retry;
 #[cfg(feature = "sign")]
 pub use sinew_sign as sign;
 

@@ -182,3 +182,38 @@ async fn config_file_builds_the_stack() {
     client.put("/thing").send().await.unwrap();
     assert_eq!(hits.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn an_open_breaker_fails_fast_with_a_typed_error() {
+    use sinew::breaker::{BreakerConfig, CircuitBreakerLayer, State, TripPolicy};
+    let (app, hits) = flaky(usize::MAX);
+    let base = serve(app).await;
+    let breaker = CircuitBreakerLayer::from_config(BreakerConfig {
+        policies: vec![TripPolicy::ConsecutiveFailures(2)],
+        ..BreakerConfig::default()
+    })
+    .unwrap();
+    let handle = breaker.handle();
+    let client = Client::builder()
+        .base_url(&base)
+        .retry(
+            sinew::retry::RetryLayer::new()
+                .max_attempts(2)
+                .backoff(sinew::retry::Backoff::constant(Duration::from_millis(1))),
+        )
+        .breaker(breaker)
+        .build()
+        .unwrap();
+    // Two attempts, both 503: the breaker opens.
+    assert_eq!(
+        client.put("/thing").send().await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let key = base.trim_start_matches("http://");
+    assert_eq!(handle.state(key), Some(State::Open));
+    // Refused without touching the network, and not retried.
+    let err = client.put("/thing").send().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+}
