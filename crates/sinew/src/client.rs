@@ -305,6 +305,8 @@ pub struct ClientBuilder {
     hedge: Option<sinew_retry::HedgeLayer>,
     #[cfg(feature = "breaker")]
     breaker: Option<sinew_breaker::CircuitBreakerLayer>,
+    #[cfg(feature = "balance")]
+    balance: Option<sinew_balance::LoadBalanceLayer>,
     #[cfg(feature = "sign")]
     sign: Option<sinew_sign::HmacSignLayer>,
     auth: Option<crate::auth::TokenAuthConfig>,
@@ -334,6 +336,8 @@ impl Default for ClientBuilder {
             hedge: None,
             #[cfg(feature = "breaker")]
             breaker: None,
+            #[cfg(feature = "balance")]
+            balance: None,
             #[cfg(feature = "sign")]
             sign: None,
             auth: None,
@@ -365,6 +369,7 @@ impl ClientBuilder {
         b = b.apply_deadline(config)?;
         b = b.apply_retry(config)?;
         b = b.apply_breaker(config)?;
+        b = b.apply_balance(config)?;
         Ok(b)
     }
 
@@ -437,6 +442,47 @@ impl ClientBuilder {
             return Err(Error::new(
                 ErrorKind::Config,
                 "[retry]/[hedge] need the `retry` feature of sinew",
+            ));
+        }
+        Ok(self)
+    }
+
+    #[cfg(feature = "balance")]
+    fn apply_balance(mut self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        let Some(b) = &config.balance else {
+            return Ok(self);
+        };
+        let cfg = |m: String| Error::new(ErrorKind::Config, format!("[balance] {m}"));
+        if b.dns.is_some() || b.etcd.is_some() {
+            return Err(cfg(
+                "dns/etcd: these discovery sources are not available yet; list `endpoints`".into(),
+            ));
+        }
+        let strategy = sinew_balance::Strategy::parse(&b.strategy)
+            .ok_or_else(|| cfg(format!("strategy: unknown strategy {:?}", b.strategy)))?;
+        let endpoints = b
+            .endpoints
+            .iter()
+            .map(|e| sinew_balance::Endpoint::new(e.address()).weight(e.weight()))
+            .collect();
+        let layer = sinew_balance::LoadBalanceLayer::new(
+            sinew_balance::BalanceConfig {
+                strategy,
+                ..Default::default()
+            },
+            endpoints,
+        )
+        .map_err(|e| cfg(format!("endpoints: {e}")))?;
+        self.balance = Some(layer);
+        Ok(self)
+    }
+
+    #[cfg(not(feature = "balance"))]
+    fn apply_balance(self, config: &crate::config::ClientConfig) -> Result<Self, Error> {
+        if config.balance.is_some() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "[balance] needs the `balance` feature of sinew",
             ));
         }
         Ok(self)
@@ -603,6 +649,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Spread attempts over endpoints (each attempt picks one and its URI's
+    /// authority is rewritten to it). Keep a clone of the layer to read
+    /// `picks()` and `endpoints()`. Give the retry layer
+    /// `retry_circuit_open(true)` so a refusal by one endpoint's breaker is
+    /// retried on another.
+    #[cfg(feature = "balance")]
+    pub fn balance(mut self, layer: sinew_balance::LoadBalanceLayer) -> Self {
+        self.balance = Some(layer);
+        self
+    }
+
     /// A circuit breaker per endpoint (below retries: a refused attempt is
     /// not retried against the same endpoint). Keep `layer.handle()` to
     /// observe or control it.
@@ -705,6 +762,9 @@ where
     // Per endpoint.
     #[cfg(feature = "breaker")]
     let s = option_layer(builder.breaker.clone()).layer(s);
+    // Picks the endpoint of each attempt.
+    #[cfg(feature = "balance")]
+    let s = option_layer(builder.balance.clone()).layer(s);
     // Per logical call.
     #[cfg(feature = "retry")]
     let s = option_layer(builder.hedge.clone()).layer(s);

@@ -44,6 +44,8 @@ pub use response::Response;
 pub use sinew_core::{Body, CallContext, Priority};
 pub use transport::{PoolConfig, TlsRoots};
 
+#[cfg(feature = "balance")]
+pub use sinew_balance as balance;
 #[cfg(feature = "breaker")]
 pub use sinew_breaker as breaker;
 #[cfg(feature = "deadline")]

@@ -217,3 +217,50 @@ async fn an_open_breaker_fails_fast_with_a_typed_error() {
     assert_eq!(err.kind(), ErrorKind::CircuitOpen, "{err:?}");
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn balance_from_the_config_file_spreads_and_retries_elsewhere() {
+    // Two healthy servers and one that always fails.
+    let ok_a = serve(Router::new().route("/who", get(|| async { "a" }))).await;
+    let ok_b = serve(Router::new().route("/who", get(|| async { "b" }))).await;
+    let bad =
+        serve(Router::new().route("/who", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))).await;
+    let strip = |u: &str| u.trim_start_matches("http://").to_string();
+    let dir = std::env::temp_dir().join(format!("sinew-balance-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("client.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "base_url = \"http://inventory\"\n[retry]\nmax_attempts = 3\nbackoff = \"constant\"\nbase_delay = \"1ms\"\n[balance]\nstrategy = \"round-robin\"\nendpoints = [\"{}\", \"{}\", {{ address = \"{}\", weight = 1 }}]\n",
+            strip(&ok_a),
+            strip(&ok_b),
+            strip(&bad)
+        ),
+    )
+    .unwrap();
+    let client = Client::from_config(&path).unwrap();
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for _ in 0..30 {
+        let who = client
+            .get("/who")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        *seen.entry(who).or_default() += 1;
+    }
+    // Every call succeeds: an attempt on the failing endpoint is retried on
+    // the next one.
+    assert_eq!(seen.values().sum::<usize>(), 30);
+    assert!(seen["a"] >= 10 && seen["b"] >= 10, "{seen:?}");
+    std::fs::write(
+        &path,
+        "[balance]\nstrategy = \"fastest\"\nendpoints = [\"127.0.0.1:1\"]\n",
+    )
+    .unwrap();
+    let err = Client::from_config(&path).unwrap_err();
+    assert!(err.to_string().contains("fastest"), "{err}");
+}
