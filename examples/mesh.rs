@@ -10,8 +10,9 @@
 //! * a `frontend` driver that sends a few hundred signed orders, and one
 //!   tampered request to show it refused.
 //!
-//! It prints a short report: outcomes, retries, how the load spread, p50 and
-//! p99, and an excerpt of `orders`' `/metrics`.
+//! It prints a short report: outcomes, retries, breaker transitions, how the
+//! balancer spread the load, p50 and p99, and an excerpt of `orders`'
+//! `/metrics`.
 //!
 //! ```text
 //! cargo run --example mesh
@@ -28,6 +29,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
+use sinew::balance::{BalanceConfig, Endpoint, LoadBalanceLayer};
+use sinew::breaker::{BreakerConfig, CircuitBreakerLayer, TripPolicy, Window};
+use sinew::retry::RetryLayer;
 use sinew::sign::{
     HmacSignLayer, SecretKey, SignConfig, Signer, StaticKeyStore, VerifiedCaller, Verifier,
     VerifyConfig, VerifySignatureLayer,
@@ -211,37 +215,40 @@ async fn main() -> Result<(), BoxError> {
         instances.push((inv, addr));
     }
 
-    // The orders service calls inventory through a full sinew client.
-    // Until the balancer lands in this demo, orders spreads its calls over
-    // the instances itself by keeping one client per instance.
-    let inventory_clients = instances
-        .iter()
-        .map(|(_, addr)| {
-            Client::builder()
-                .base_url(&format!("http://{addr}"))
-                .sign(signer("orders", "orders-secret")?)
-                .metrics(sinew_metrics::MetricsConfig::default())
-                .build()
-                .map_err(BoxError::from)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // The orders service calls inventory through one full sinew client:
+    // P2C balancing over the three instances, a breaker per instance,
+    // retries (on another instance), signing, deadline propagation, metrics.
+    let balancer = LoadBalanceLayer::new(
+        BalanceConfig::default(),
+        instances
+            .iter()
+            .map(|(_, addr)| Endpoint::new(addr.to_string()))
+            .collect(),
+    )?;
+    let breaker = CircuitBreakerLayer::from_config(BreakerConfig {
+        policies: vec![TripPolicy::FailureRate {
+            ratio: 0.2,
+            minimum_calls: 20,
+            window: Window::Time {
+                length: Duration::from_secs(5),
+                buckets: 10,
+            },
+        }],
+        open_duration: Duration::from_millis(500),
+        ..BreakerConfig::default()
+    })?;
+    let inventory = Client::builder()
+        .base_url("http://inventory")
+        .balance(balancer.clone())
+        .breaker(breaker)
+        .retry(RetryLayer::new().retry_circuit_open(true))
+        .sign(signer("orders", "orders-secret")?)
+        .metrics(sinew_metrics::MetricsConfig::default())
+        .build()?;
     let orders_keys = StaticKeyStore::new().with_key("frontend", key("frontend-secret")?);
-    let next = Arc::new(AtomicU64::new(0));
     let orders_app = Router::new()
-        .route(
-            "/orders",
-            post({
-                let clients = inventory_clients.clone();
-                let next = next.clone();
-                move |caller: Extension<VerifiedCaller>, body: Json<OrderRequest>| {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize % clients.len();
-                    let state = State(Orders {
-                        inventory: clients[i].clone(),
-                    });
-                    place_order(state, caller, body)
-                }
-            }),
-        )
+        .route("/orders", post(place_order))
+        .with_state(Orders { inventory })
         .merge(metrics.router());
     let orders_addr = listen(server(orders_app, orders_keys)).await?;
 
@@ -368,6 +375,15 @@ async fn main() -> Result<(), BoxError> {
     for (k, v) in outcomes.lock().map_err(|_| "poisoned")?.iter() {
         println!("  {k:<24} {v}");
     }
+    println!("balancer picks per instance (P2C over peak-EWMA, every attempt):");
+    for (addr, n) in balancer.picks() {
+        let name = instances
+            .iter()
+            .find(|(_, a)| a.to_string() == addr)
+            .map(|(i, _)| i.name)
+            .unwrap_or("?");
+        println!("  {name:<24} {n}");
+    }
     println!("served by (after retries):");
     for (k, v) in spread.lock().map_err(|_| "poisoned")?.iter() {
         println!("  {k:<24} {v}");
@@ -392,6 +408,8 @@ async fn main() -> Result<(), BoxError> {
         (l.starts_with("http_client_request_duration_seconds_count")
             || l.starts_with("http_server_request_duration_seconds_count")
             || l.starts_with("sinew_retry_attempts_total")
+            || l.starts_with("sinew_circuit_breaker_transitions_total")
+            || l.starts_with("sinew_balance_ejections_total")
             || l.starts_with("sinew_signature_verifications_total"))
             && !l.contains("le=")
     }) {
