@@ -26,6 +26,7 @@ mod clients;
 mod server;
 mod server_stack;
 mod sinew_stack;
+mod soak;
 mod stats;
 
 use clients::Driver;
@@ -42,6 +43,8 @@ struct Cli {
 enum Command {
     /// Run the load comparison (the default).
     Load(LoadArgs),
+    /// Run the fault soak: chaos backends, one killed and restarted.
+    Soak(soak::SoakArgs),
     /// (internal) Run the backend servers until stdin closes.
     #[command(hide = true)]
     Serve,
@@ -327,6 +330,14 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command.unwrap_or(Command::Load(LoadArgs::default())) {
             Command::Load(args) => load(args).await,
+            Command::Soak(args) => {
+                let _metrics = sinew_metrics::prometheus::PrometheusBuilder::new().install()?;
+                match soak::run(args).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("the soak failed a check".into()),
+                    Err(e) => Err(e),
+                }
+            }
             Command::Serve => {
                 let _metrics = sinew_metrics::prometheus::PrometheusBuilder::new().install()?;
                 server::run().await.map_err(Into::into)

@@ -65,3 +65,58 @@ pub(crate) fn variant(name: &str, backends: &[SocketAddr]) -> Result<sinew::Clie
     };
     Ok(b.build()?)
 }
+
+/// The soak's client and what it needs to judge the run.
+pub(crate) struct SoakClient {
+    pub(crate) client: sinew::Client,
+    /// (ratio, floor per second) of the retry budget.
+    pub(crate) budget: (f64, f64),
+    pub(crate) breakers: sinew::breaker::CircuitBreakerHandle,
+}
+
+/// A full sinew client over the chaos backends: P2C, a breaker per
+/// backend, retries with the default budget (on another backend), deadline
+/// propagation, signing and metrics.
+pub(crate) fn soak_client(ports: &crate::chaos::ChaosPorts) -> Result<SoakClient, BoxError> {
+    use sinew::balance::{BalanceConfig, Endpoint, LoadBalanceLayer};
+    use sinew::breaker::{BreakerConfig, CircuitBreakerLayer, TripPolicy};
+    // Short ejections: the breaker, not the balancer, is what the soak
+    // watches recover.
+    let balancer = LoadBalanceLayer::new(
+        BalanceConfig {
+            ejection: Some(sinew::balance::Ejection {
+                base: Duration::from_millis(300),
+                max: Duration::from_secs(1),
+                ..Default::default()
+            }),
+            ..BalanceConfig::default()
+        },
+        vec![
+            Endpoint::new(ports.flaky.to_string()),
+            Endpoint::new(ports.reset.to_string()),
+            Endpoint::new(ports.slowish.to_string()),
+        ],
+    )?;
+    let breaker = CircuitBreakerLayer::from_config(BreakerConfig {
+        policies: vec![TripPolicy::ConsecutiveFailures(5)],
+        open_duration: Duration::from_millis(500),
+        max_open_duration: Duration::from_secs(2),
+        ..BreakerConfig::default()
+    })?;
+    let breakers = breaker.handle();
+    let client = sinew::Client::builder()
+        .base_url("http://chaos")
+        .pool_max_idle_per_host(64)
+        .connect_timeout(Duration::from_millis(200))
+        .balance(balancer)
+        .breaker(breaker)
+        .retry(sinew_retry::RetryLayer::new().retry_circuit_open(true))
+        .sign(signer()?)
+        .metrics(sinew_metrics::MetricsConfig::default())
+        .build()?;
+    Ok(SoakClient {
+        client,
+        budget: (0.2, 10.0),
+        breakers,
+    })
+}

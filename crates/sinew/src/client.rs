@@ -15,6 +15,9 @@ use crate::request::{join, RequestBuilder};
 use crate::transport::{self, PoolConfig, TlsRoots};
 use crate::{Error, ErrorKind, Response};
 
+/// Response bodies up to this size are read within the attempt.
+pub const DEFAULT_RESPONSE_BUFFER: usize = 16 * 1024 * 1024;
+
 /// The response body type of the stack.
 pub type ResBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
@@ -297,6 +300,7 @@ pub struct ClientBuilder {
     pool: PoolConfig,
     roots: Option<TlsRoots>,
     timeout: Option<Duration>,
+    response_buffer: Option<usize>,
     #[cfg(feature = "deadline")]
     deadline: Option<sinew_deadline::DeadlineConfig>,
     #[cfg(feature = "retry")]
@@ -328,6 +332,7 @@ impl Default for ClientBuilder {
             pool: PoolConfig::default(),
             roots: None,
             timeout: None,
+            response_buffer: Some(DEFAULT_RESPONSE_BUFFER),
             #[cfg(feature = "deadline")]
             deadline: Some(sinew_deadline::DeadlineConfig::default()),
             #[cfg(feature = "retry")]
@@ -604,6 +609,15 @@ impl ClientBuilder {
         self
     }
 
+    /// Read response bodies of up to `limit` bytes within the attempt (the
+    /// default, 16 MiB): a body cut off mid-way fails the attempt, which the
+    /// retry layer may then retry. `None` streams bodies to the caller as
+    /// they come (for large downloads); a body over the limit streams too.
+    pub fn response_buffer(mut self, limit: Option<usize>) -> Self {
+        self.response_buffer = limit;
+        self
+    }
+
     /// Every call must finish within this long (the earliest of this, the
     /// request's own deadline and an inherited one wins).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -713,10 +727,23 @@ impl ClientBuilder {
         };
         let roots = self.roots.clone().unwrap_or_else(TlsRoots::system);
         let transport = transport::build(&self.pool, &roots)?;
-        let attempt = tower::service_fn(move |req: Request<Body>| transport::send(&transport, req))
-            .map_response(|r: http::Response<hyper::body::Incoming>| {
-                r.map(|b| b.map_err(BoxError::from).boxed_unsync())
-            });
+        let buffer = self.response_buffer;
+        let attempt = tower::service_fn(move |req: Request<Body>| {
+            let sent = transport::send(&transport, req);
+            async move {
+                let resp = sent.await?;
+                let (parts, body) = resp.into_parts();
+                let body: ResBody = match buffer {
+                    // Read the body within the attempt, so a connection that
+                    // breaks mid-body fails the attempt (and may be retried)
+                    // instead of the caller's read. Bodies over the cap stream
+                    // on: nothing is truncated.
+                    Some(limit) => Body::buffer(body, limit).await?.boxed_unsync(),
+                    None => body.map_err(BoxError::from).boxed_unsync(),
+                };
+                Ok::<_, BoxError>(http::Response::from_parts(parts, body))
+            }
+        });
         let stack = finish(attempt, &self)?;
         Ok(Client::from_stack(base, stack))
     }

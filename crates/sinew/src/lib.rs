@@ -36,7 +36,7 @@ mod response;
 mod transport;
 
 pub use async_trait::async_trait;
-pub use client::{Client, ClientBuilder, HookError, ResBody, Stack};
+pub use client::{Client, ClientBuilder, HookError, ResBody, Stack, DEFAULT_RESPONSE_BUFFER};
 pub use error::{Error, ErrorKind};
 pub use interceptor::Interceptor;
 pub use request::{encode_path_param, Idempotent, RequestBuilder};
