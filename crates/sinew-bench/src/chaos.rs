@@ -3,8 +3,8 @@
 //! Three backends on 127.0.0.1, driven by a script of phases the parent
 //! sends on stdin (`phase <name>` lines):
 //!
-//! * `flaky` answers 503 to a share of calls;
-//! * `reset` closes the connection in the middle of a share of responses;
+//! * `flaky` answers 503 to every 10th call;
+//! * `reset` closes the connection in the middle of every 10th response;
 //! * `slowish` turns slow in the `slow` phase;
 //! * in the `kill` phase the `flaky` backend stops listening and drops its
 //!   connections; in `restart` it listens again on the same port.
@@ -103,7 +103,7 @@ struct Backend {
 
 async fn handle(b: Backend, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     record(&b.counts, req.headers());
-    if b.name == "flaky" && every(&b.tick, 5) {
+    if b.name == "flaky" && every(&b.tick, 10) {
         b.counts.failed_on_purpose.fetch_add(1, Ordering::Relaxed);
         let mut r = Response::new(Full::new(Bytes::from_static(b"busy")));
         *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -140,7 +140,7 @@ async fn serve_hyper(listener: TcpListener, b: Backend, mut stop: watch::Receive
 }
 
 /// The `reset` backend speaks HTTP/1.1 by hand so it can cut a response
-/// in the middle: every 4th response announces 100 bytes, sends 10, closes.
+/// in the middle: every 10th response announces 100 bytes, sends 10, closes.
 async fn serve_reset(listener: TcpListener, counts: Arc<Counts>) {
     let tick = Arc::new(AtomicU64::new(0));
     loop {
@@ -180,7 +180,7 @@ async fn serve_reset(listener: TcpListener, counts: Arc<Counts>) {
                 buf.drain(..head_end);
                 record(&counts, &map);
                 let body = crate::server::item("soak");
-                if every(&tick, 4) {
+                if every(&tick, 10) {
                     counts.failed_on_purpose.fetch_add(1, Ordering::Relaxed);
                     let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len() + 100);
                     let _ = tcp.write_all(head.as_bytes()).await;

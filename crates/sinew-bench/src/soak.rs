@@ -44,7 +44,24 @@ struct Report {
     rss_at_end_kib: u64,
     breaker_opened: bool,
     breaker_closed_again: bool,
+    failures_by_kind: std::collections::BTreeMap<String, u64>,
     backends: Vec<BackendStats>,
+}
+
+/// Failed calls by error kind.
+#[derive(Clone, Default)]
+struct Kinds(Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>);
+
+impl Kinds {
+    fn record(&self, kind: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+
+    fn snapshot(&self) -> std::collections::BTreeMap<String, u64> {
+        self.0.lock().map(|m| m.clone()).unwrap_or_default()
+    }
 }
 
 fn rss_kib() -> u64 {
@@ -124,8 +141,10 @@ pub(crate) async fn run(mut args: SoakArgs) -> Result<bool, BoxError> {
     let calls = Arc::new(AtomicU64::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let deadline = Duration::from_millis(args.deadline_ms);
+    let kinds = Kinds::default();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
+        let kinds = kinds.clone();
         let client = client.clone();
         let calls = calls.clone();
         let ok = ok.clone();
@@ -144,10 +163,14 @@ pub(crate) async fn run(mut args: SoakArgs) -> Result<bool, BoxError> {
                     )
                     .send()
                     .await;
-                if let Ok(resp) = r {
-                    if resp.bytes().await.is_ok() {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
+                match r {
+                    Ok(resp) => match resp.bytes().await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => kinds.record(e.kind().as_str()),
+                    },
+                    Err(e) => kinds.record(e.kind().as_str()),
                 }
             }
         }));
@@ -208,6 +231,7 @@ pub(crate) async fn run(mut args: SoakArgs) -> Result<bool, BoxError> {
         rss_at_end_kib: rss_at_end,
         breaker_opened: opened,
         breaker_closed_again: closed,
+        failures_by_kind: kinds.snapshot(),
         backends,
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
