@@ -203,6 +203,13 @@ pub(crate) fn sinew_variant(
 /// verifies) against the bare axum server or the sinew server stack.
 pub(crate) fn server_pair(name: &'static str, target: SocketAddr) -> Result<Driver, BoxError> {
     let client = crate::sinew_stack::signing_client(target)?;
+    if std::env::var_os("SINEW_BENCH_DEBUG").is_some() {
+        let c = client.clone();
+        tokio::spawn(async move {
+            let r = c.get("/item/{id}").param("id", 1).send().await;
+            eprintln!("{name}: {r:?}");
+        });
+    }
     Ok(Driver {
         name,
         call: Arc::new(move |id| {

@@ -1,8 +1,4 @@
 //! The sinew stacks under test: the full client, and the server layers.
-//!
-//! Work in progress: the balancer and the per-endpoint breaker join the
-//! client when their crates land; until then the `sinew` client sends to the
-//! first backend with every other layer on.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -22,13 +18,22 @@ pub(crate) fn signer() -> Result<HmacSignLayer, BoxError> {
     )?))
 }
 
-/// The sinew client with every layer on.
+/// The sinew client with every layer on: metrics per call and per attempt,
+/// deadline, retry with budget, P2C over the backends, a breaker per
+/// backend, signing.
 pub(crate) fn client(backends: &[SocketAddr]) -> Result<sinew::Client, BoxError> {
-    let first = backends.first().ok_or("no backends")?;
+    use sinew::balance::{BalanceConfig, Endpoint, LoadBalanceLayer};
+    let balancer = LoadBalanceLayer::new(
+        BalanceConfig::default(),
+        backends.iter().map(|a| Endpoint::new(a.to_string())).collect(),
+    )?;
     Ok(sinew::Client::builder()
-        .base_url(&format!("http://{first}"))
+        .base_url("http://backends")
         .pool_max_idle_per_host(256)
         .timeout(Duration::from_secs(2))
+        .balance(balancer)
+        .breaker(sinew::breaker::CircuitBreakerLayer::new())
+        .retry(sinew_retry::RetryLayer::new().retry_circuit_open(true))
         .sign(signer()?)
         .metrics(sinew_metrics::MetricsConfig::default())
         .build()?)
