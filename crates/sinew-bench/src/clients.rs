@@ -154,11 +154,10 @@ pub(crate) fn reqwest_middleware(target: SocketAddr) -> Driver {
     }
 }
 
-/// 4. The sinew client with every layer on.
-pub(crate) fn sinew(backends: &[SocketAddr]) -> Result<Driver, BoxError> {
-    let client = crate::sinew_stack::client(backends)?;
-    Ok(Driver {
-        name: "sinew",
+/// A driver over a sinew client: `GET /item/{id}`, the whole body read.
+fn facade_driver(name: &'static str, client: sinew::Client) -> Driver {
+    Driver {
+        name,
         call: Arc::new(move |id| {
             let client = client.clone();
             Box::pin(async move {
@@ -172,7 +171,15 @@ pub(crate) fn sinew(backends: &[SocketAddr]) -> Result<Driver, BoxError> {
                 Ok(())
             })
         }),
-    })
+    }
+}
+
+/// 4. The sinew client with every layer on.
+pub(crate) fn sinew(backends: &[SocketAddr]) -> Result<Driver, BoxError> {
+    Ok(facade_driver(
+        "sinew",
+        crate::sinew_stack::client(backends)?,
+    ))
 }
 
 /// The sinew client with one layer on (see `sinew_stack::variant`).
@@ -180,50 +187,17 @@ pub(crate) fn sinew_variant(
     name: &'static str,
     backends: &[SocketAddr],
 ) -> Result<Driver, BoxError> {
-    let client = crate::sinew_stack::variant(name, backends)?;
-    Ok(Driver {
+    Ok(facade_driver(
         name,
-        call: Arc::new(move |id| {
-            let client = client.clone();
-            Box::pin(async move {
-                client
-                    .get("/item/{id}")
-                    .param("id", id)
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
-                Ok(())
-            })
-        }),
-    })
+        crate::sinew_stack::variant(name, backends)?,
+    ))
 }
 
 /// The server pair (client 5): one client (signing, as the sinew server
 /// verifies) against the bare axum server or the sinew server stack.
 pub(crate) fn server_pair(name: &'static str, target: SocketAddr) -> Result<Driver, BoxError> {
-    let client = crate::sinew_stack::signing_client(target)?;
-    if std::env::var_os("SINEW_BENCH_DEBUG").is_some() {
-        let c = client.clone();
-        tokio::spawn(async move {
-            let r = c.get("/item/{id}").param("id", 1).send().await;
-            eprintln!("{name}: {r:?}");
-        });
-    }
-    Ok(Driver {
+    Ok(facade_driver(
         name,
-        call: Arc::new(move |id| {
-            let client = client.clone();
-            Box::pin(async move {
-                client
-                    .get("/item/{id}")
-                    .param("id", id)
-                    .send()
-                    .await?
-                    .bytes()
-                    .await?;
-                Ok(())
-            })
-        }),
-    })
+        crate::sinew_stack::signing_client(target)?,
+    ))
 }

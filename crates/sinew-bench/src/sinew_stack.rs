@@ -25,7 +25,10 @@ pub(crate) fn client(backends: &[SocketAddr]) -> Result<sinew::Client, BoxError>
     use sinew::balance::{BalanceConfig, Endpoint, LoadBalanceLayer};
     let balancer = LoadBalanceLayer::new(
         BalanceConfig::default(),
-        backends.iter().map(|a| Endpoint::new(a.to_string())).collect(),
+        backends
+            .iter()
+            .map(|a| Endpoint::new(a.to_string()))
+            .collect(),
     )?;
     Ok(sinew::Client::builder()
         .base_url("http://backends")
