@@ -209,11 +209,9 @@ fn stack_error_kind(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
     if sinew_core::error::find_source::<sinew_sign::SignError>(err).is_some() {
         return ErrorKind::Signature;
     }
-    if sinew_core::error::find_source::<Error>(err).is_some() {
-        // An interceptor or auth error already classified.
-        if let Some(inner) = sinew_core::error::find_source::<Error>(err) {
-            return inner.kind;
-        }
+    // An interceptor or auth error already classified.
+    if let Some(inner) = sinew_core::error::find_source::<Error>(err) {
+        return inner.kind;
     }
     match failure_kind_of(err) {
         FailureKind::Timeout => ErrorKind::Timeout,
