@@ -1,7 +1,9 @@
 //! The endpoint set, the per-endpoint load figures and the strategies.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Waker;
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -9,13 +11,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-/// One endpoint: `host:port` and a weight.
+/// One endpoint: `host:port`, a weight and free-form metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     /// `host:port`.
     pub address: String,
     /// The weight (weighted strategies; 0 is never picked by them).
     pub weight: f64,
+    /// What the registry said about it (zone, version, ...).
+    pub metadata: BTreeMap<String, String>,
 }
 
 impl Endpoint {
@@ -24,6 +28,7 @@ impl Endpoint {
         Endpoint {
             address: address.into(),
             weight: 1.0,
+            metadata: BTreeMap::new(),
         }
     }
 
@@ -31,6 +36,22 @@ impl Endpoint {
     pub fn weight(mut self, weight: f64) -> Self {
         self.weight = weight;
         self
+    }
+
+    /// With one metadata entry.
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The weight the weighted strategies use: negative, NaN and infinite
+    /// weights count as 0.
+    pub(crate) fn usable_weight(&self) -> f64 {
+        if self.weight.is_finite() && self.weight > 0.0 {
+            self.weight
+        } else {
+            0.0
+        }
     }
 }
 
@@ -75,13 +96,19 @@ impl Strategy {
 pub(crate) struct EndpointState {
     pub(crate) endpoint: Endpoint,
     pub(crate) authority: Authority,
+    /// `authority` as text, for the availability check.
+    pub(crate) key: String,
     pub(crate) in_flight: AtomicU64,
     /// Peak-EWMA of the latency, in nanoseconds (f64 bits).
     ewma_ns: AtomicU64,
     last_sample: Mutex<Option<Instant>>,
     pub(crate) consecutive_failures: AtomicU32,
     pub(crate) ejections: AtomicU32,
-    ejected_until: Mutex<Option<Instant>>,
+    /// Until when it is ejected, in [`Set::nanos`]; 0 when it is not.
+    ejected_until: AtomicU64,
+    /// The running weight of smooth weighted round robin (f64 bits),
+    /// changed only under [`Set::wrr`].
+    wrr_current: AtomicU64,
     pub(crate) picks: AtomicU64,
 }
 
@@ -93,7 +120,10 @@ const DEFAULT_RTT_NS: f64 = 1_000_000.0;
 impl EndpointState {
     pub(crate) fn new(endpoint: Endpoint) -> Option<Self> {
         let authority: Authority = endpoint.address.parse().ok()?;
+        // A host without a port would be sent to port 80 by accident.
+        authority.port_u16()?;
         Some(EndpointState {
+            key: authority.as_str().to_owned(),
             endpoint,
             authority,
             in_flight: AtomicU64::new(0),
@@ -101,7 +131,8 @@ impl EndpointState {
             last_sample: Mutex::new(None),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
-            ejected_until: Mutex::new(None),
+            ejected_until: AtomicU64::new(0),
+            wrr_current: AtomicU64::new(0f64.to_bits()),
             picks: AtomicU64::new(0),
         })
     }
@@ -137,54 +168,101 @@ impl EndpointState {
         self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
     }
 
-    pub(crate) fn is_ejected(&self, now: Instant) -> bool {
-        let mut until = match self.ejected_until.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        match *until {
-            Some(t) if now < t => true,
-            Some(_) => {
-                *until = None;
-                tracing::info!(endpoint = %self.endpoint.address, "endpoint returns after ejection");
-                false
-            }
-            None => false,
+    /// Whether it is ejected at `now_ns` ([`Set::nanos`]); an ejection that
+    /// is over is cleared (and logged) by the first caller to notice.
+    pub(crate) fn is_ejected(&self, now_ns: u64) -> bool {
+        let until = self.ejected_until.load(Ordering::Acquire);
+        if until == 0 {
+            return false;
         }
-    }
-
-    pub(crate) fn eject(&self, until: Instant) {
-        let mut u = match self.ejected_until.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        *u = Some(until);
+        if now_ns < until {
+            return true;
+        }
+        if self
+            .ejected_until
+            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::info!(endpoint = %self.endpoint.address, "endpoint returns after ejection");
+        }
+        false
     }
 }
 
+/// One version of the endpoint set.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) list: Vec<Arc<EndpointState>>,
+    /// Running sums of the usable weights, for weighted random.
+    cumulative: Vec<f64>,
+}
+
+impl Snapshot {
+    fn new(list: Vec<Arc<EndpointState>>) -> Self {
+        let cumulative = cumulative(&list);
+        Snapshot { list, cumulative }
+    }
+}
+
+fn cumulative(list: &[Arc<EndpointState>]) -> Vec<f64> {
+    let mut sum = 0.0;
+    list.iter()
+        .map(|e| {
+            sum += e.endpoint.usable_weight();
+            sum
+        })
+        .collect()
+}
+
+/// Whether an endpoint may be picked now (an open circuit breaker says
+/// no); asked of the endpoint a strategy chose, and of every endpoint when
+/// that one may not.
+pub type Availability = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The current set and the picking state.
-#[derive(Debug)]
 pub(crate) struct Set {
-    pub(crate) endpoints: RwLock<Arc<Vec<Arc<EndpointState>>>>,
+    endpoints: RwLock<Arc<Snapshot>>,
+    /// The origin of the nanosecond clock of ejections.
+    base: Instant,
+    /// The latest end of any ejection so far ([`Set::nanos`]): when `now`
+    /// is past it nothing is ejected, and picks need no filtering.
+    ejected_max: AtomicU64,
     rr: AtomicUsize,
-    wrr: Mutex<Vec<(String, f64)>>,
-    rng: Mutex<StdRng>,
+    wrr: Mutex<()>,
+    /// Seeded generator (tests); the thread's generator otherwise.
+    rng: Option<Mutex<StdRng>>,
+    /// Calls waiting for an endpoint, woken when the set changes.
+    waiters: Mutex<Vec<Waker>>,
+}
+
+impl std::fmt::Debug for Set {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Set")
+            .field("endpoints", &self.snapshot().list.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Set {
     pub(crate) fn new(seed: Option<u64>) -> Self {
         Set {
-            endpoints: RwLock::new(Arc::new(Vec::new())),
+            endpoints: RwLock::new(Arc::new(Snapshot::default())),
+            base: Instant::now(),
+            ejected_max: AtomicU64::new(0),
             rr: AtomicUsize::new(0),
-            wrr: Mutex::new(Vec::new()),
-            rng: Mutex::new(match seed {
-                Some(s) => StdRng::seed_from_u64(s),
-                None => StdRng::from_entropy(),
-            }),
+            wrr: Mutex::new(()),
+            rng: seed.map(|s| Mutex::new(StdRng::seed_from_u64(s))),
+            waiters: Mutex::new(Vec::new()),
         }
     }
 
-    pub(crate) fn snapshot(&self) -> Arc<Vec<Arc<EndpointState>>> {
+    /// `now` on the clock of ejections: nanoseconds since the set was made,
+    /// plus one (0 means "not ejected").
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.base).as_nanos() as u64 + 1
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         match self.endpoints.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
@@ -192,69 +270,157 @@ impl Set {
     }
 
     pub(crate) fn update(&self, f: impl FnOnce(&mut Vec<Arc<EndpointState>>)) {
-        let mut g = match self.endpoints.write() {
+        let len = {
+            let mut g = match self.endpoints.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let mut next: Vec<_> = g.list.clone();
+            f(&mut next);
+            let len = next.len();
+            *g = Arc::new(Snapshot::new(next));
+            len
+        };
+        metrics::gauge!("sinew_balance_endpoints").set(len as f64);
+        self.wake_waiters();
+    }
+
+    pub(crate) fn wait(&self, waker: &Waker) {
+        let mut w = match self.waiters.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let mut next: Vec<_> = g.as_ref().clone();
-        f(&mut next);
-        *g = Arc::new(next);
-        metrics::gauge!("sinew_balance_endpoints").set(g.len() as f64);
+        if !w.iter().any(|x| x.will_wake(waker)) {
+            w.push(waker.clone());
+        }
+    }
+
+    fn wake_waiters(&self) {
+        let waiters = {
+            let mut w = match self.waiters.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            std::mem::take(&mut *w)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Eject `e` until `until`.
+    pub(crate) fn eject(&self, e: &EndpointState, until: Instant) {
+        let until = self.nanos(until);
+        e.ejected_until.store(until, Ordering::Release);
+        self.ejected_max.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// The earliest end of a running ejection, if any.
+    pub(crate) fn next_return(&self, now: Instant) -> Option<Instant> {
+        let now_ns = self.nanos(now);
+        self.snapshot()
+            .list
+            .iter()
+            .map(|e| e.ejected_until.load(Ordering::Acquire))
+            .filter(|&u| u > now_ns)
+            .min()
+            .map(|u| self.base + Duration::from_nanos(u - 1))
     }
 
     fn random(&self, n: usize) -> usize {
-        let mut rng = match self.rng.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        rng.gen_range(0..n)
+        match &self.rng {
+            Some(rng) => match rng.lock() {
+                Ok(mut g) => g.gen_range(0..n),
+                Err(p) => p.into_inner().gen_range(0..n),
+            },
+            None => rand::thread_rng().gen_range(0..n),
+        }
     }
 
     fn random_f64(&self) -> f64 {
-        let mut rng = match self.rng.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        rng.gen::<f64>()
+        match &self.rng {
+            Some(rng) => match rng.lock() {
+                Ok(mut g) => g.gen::<f64>(),
+                Err(p) => p.into_inner().gen::<f64>(),
+            },
+            None => rand::thread_rng().gen::<f64>(),
+        }
     }
 
-    /// Pick among `candidates` (the endpoints neither ejected nor removed).
+    /// Pick an endpoint of `snap` that is neither ejected nor unavailable.
+    ///
+    /// When nothing is ejected the strategy runs over the whole list (no
+    /// copy, O(1) for the random strategies and P2C); only when the one it
+    /// chose may not be used does it run again over the usable ones.
     pub(crate) fn pick(
         &self,
         strategy: Strategy,
-        candidates: &[Arc<EndpointState>],
+        snap: &Snapshot,
+        available: Option<&Availability>,
+        now: Instant,
     ) -> Option<Arc<EndpointState>> {
-        let n = candidates.len();
+        let now_ns = self.nanos(now);
+        let usable =
+            |e: &EndpointState| !e.is_ejected(now_ns) && available.is_none_or(|f| f(&e.key));
+        if self.ejected_max.load(Ordering::Acquire) < now_ns {
+            let i = self.choose(strategy, &snap.list, &snap.cumulative)?;
+            let e = &snap.list[i];
+            if available.is_none_or(|f| f(&e.key)) {
+                return Some(self.chosen(e));
+            }
+        }
+        let candidates: Vec<Arc<EndpointState>> =
+            snap.list.iter().filter(|e| usable(e)).cloned().collect();
+        let cumulative = match strategy {
+            Strategy::WeightedRandom => cumulative(&candidates),
+            _ => Vec::new(),
+        };
+        let i = self.choose(strategy, &candidates, &cumulative)?;
+        Some(self.chosen(&candidates[i]))
+    }
+
+    fn chosen(&self, e: &Arc<EndpointState>) -> Arc<EndpointState> {
+        e.picks.fetch_add(1, Ordering::Relaxed);
+        e.clone()
+    }
+
+    /// Run `strategy` over `list` (`cumulative` are its running weights).
+    fn choose(
+        &self,
+        strategy: Strategy,
+        list: &[Arc<EndpointState>],
+        cumulative: &[f64],
+    ) -> Option<usize> {
+        let n = list.len();
         if n == 0 {
             return None;
         }
-        let i = match strategy {
+        Some(match strategy {
             Strategy::RoundRobin => self.rr.fetch_add(1, Ordering::Relaxed) % n,
             Strategy::Random => self.random(n),
             Strategy::WeightedRandom => {
-                let total: f64 = candidates.iter().map(|e| e.endpoint.weight.max(0.0)).sum();
+                let total = cumulative.last().copied().unwrap_or(0.0);
                 if total <= 0.0 {
                     return None;
                 }
-                let mut point = self.random_f64() * total;
-                let mut chosen = None;
-                for (i, e) in candidates.iter().enumerate() {
-                    let w = e.endpoint.weight.max(0.0);
-                    if w > 0.0 && point < w {
-                        chosen = Some(i);
-                        break;
-                    }
-                    point -= w;
+                let point = self.random_f64() * total;
+                // The first endpoint whose running sum passes the point
+                // (weight-0 endpoints add nothing, so are never it).
+                let i = cumulative.partition_point(|&c| c <= point);
+                if i < n {
+                    i
+                } else {
+                    // Rounding at the very end: the last positive weight.
+                    list.iter()
+                        .rposition(|e| e.endpoint.usable_weight() > 0.0)?
                 }
-                // Rounding at the very end: the last positive weight.
-                chosen.or_else(|| candidates.iter().rposition(|e| e.endpoint.weight > 0.0))?
             }
-            Strategy::WeightedRoundRobin => self.smooth_wrr(candidates)?,
+            Strategy::WeightedRoundRobin => self.smooth_wrr(list)?,
             Strategy::LeastOutstanding => {
                 let start = self.rr.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|k| (start + k) % n)
-                    .min_by_key(|&i| candidates[i].in_flight.load(Ordering::Relaxed))?
+                    .min_by_key(|&i| list[i].in_flight.load(Ordering::Relaxed))?
             }
             Strategy::P2cEwma => {
                 if n == 1 {
@@ -265,52 +431,42 @@ impl Set {
                     if b >= a {
                         b += 1;
                     }
-                    if candidates[a].cost() <= candidates[b].cost() {
+                    if list[a].cost() <= list[b].cost() {
                         a
                     } else {
                         b
                     }
                 }
             }
-        };
-        let chosen = candidates[i].clone();
-        chosen.picks.fetch_add(1, Ordering::Relaxed);
-        Some(chosen)
+        })
     }
 
-    /// nginx's smooth weighted round robin over `candidates`.
-    fn smooth_wrr(&self, candidates: &[Arc<EndpointState>]) -> Option<usize> {
-        let mut current = match self.wrr.lock() {
+    /// nginx's smooth weighted round robin over `list`, in one pass: every
+    /// endpoint's running weight grows by its weight, the largest is picked
+    /// and lowered by the total.
+    fn smooth_wrr(&self, list: &[Arc<EndpointState>]) -> Option<usize> {
+        let _turn = match self.wrr.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        // Keep the running weights of the endpoints still present.
-        current.retain(|(a, _)| candidates.iter().any(|e| &e.endpoint.address == a));
         let mut total = 0.0;
         let mut best: Option<(usize, f64)> = None;
-        for (i, e) in candidates.iter().enumerate() {
-            let w = e.endpoint.weight;
-            if w <= 0.0 || !w.is_finite() {
+        for (i, e) in list.iter().enumerate() {
+            let w = e.endpoint.usable_weight();
+            if w <= 0.0 {
                 continue;
             }
             total += w;
-            let slot = match current.iter().position(|(a, _)| a == &e.endpoint.address) {
-                Some(p) => p,
-                None => {
-                    current.push((e.endpoint.address.clone(), 0.0));
-                    current.len() - 1
-                }
-            };
-            current[slot].1 += w;
-            if best.is_none_or(|(_, c)| current[slot].1 > c) {
-                best = Some((i, current[slot].1));
+            let current = f64::from_bits(e.wrr_current.load(Ordering::Relaxed)) + w;
+            e.wrr_current.store(current.to_bits(), Ordering::Relaxed);
+            if best.is_none_or(|(_, c)| current > c) {
+                best = Some((i, current));
             }
         }
-        let (i, _) = best?;
-        let addr = &candidates[i].endpoint.address;
-        if let Some(slot) = current.iter_mut().find(|(a, _)| a == addr) {
-            slot.1 -= total;
-        }
+        let (i, current) = best?;
+        list[i]
+            .wrr_current
+            .store((current - total).to_bits(), Ordering::Relaxed);
         Some(i)
     }
 }

@@ -12,11 +12,11 @@ use http::uri::{Parts, Scheme};
 use http::{Request, Response, Uri};
 use pin_project_lite::pin_project;
 use sinew_core::{BoxError, Classifier, NoEndpoints};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower::discover::Change;
 use tower::{Layer, Service};
 
-use crate::endpoints::{Endpoint, EndpointState, Set, Strategy};
+use crate::endpoints::{Availability, Endpoint, EndpointState, Set, Strategy};
 
 /// Passive health checking: eject an endpoint after consecutive failures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,7 +45,7 @@ impl Default for Ejection {
 }
 
 /// The balancer's settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BalanceConfig {
     /// How endpoints are picked (default P2C over peak-EWMA).
     pub strategy: Strategy,
@@ -55,6 +55,28 @@ pub struct BalanceConfig {
     pub classifier: Classifier,
     /// Seed of the random strategies (for tests).
     pub seed: Option<u64>,
+    /// When no endpoint is available, wait this long for one (within the
+    /// call's deadline) before failing with
+    /// [`NoEndpoints`](sinew_core::NoEndpoints); zero (the default) fails at
+    /// once.
+    pub wait_for_endpoints: Duration,
+    /// Asked whether an endpoint may be picked now (by `host:port`); the
+    /// facade says no for an endpoint whose circuit breaker is open. `None`:
+    /// every endpoint may be.
+    pub available: Option<Availability>,
+}
+
+impl std::fmt::Debug for BalanceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceConfig")
+            .field("strategy", &self.strategy)
+            .field("ejection", &self.ejection)
+            .field("classifier", &self.classifier)
+            .field("seed", &self.seed)
+            .field("wait_for_endpoints", &self.wait_for_endpoints)
+            .field("available", &self.available.is_some())
+            .finish()
+    }
 }
 
 impl Default for BalanceConfig {
@@ -64,6 +86,8 @@ impl Default for BalanceConfig {
             ejection: Some(Ejection::default()),
             classifier: Classifier::default(),
             seed: None,
+            wait_for_endpoints: Duration::ZERO,
+            available: None,
         }
     }
 }
@@ -162,6 +186,7 @@ impl LoadBalanceLayer {
     pub fn picks(&self) -> Vec<(String, u64)> {
         self.set
             .snapshot()
+            .list
             .iter()
             .map(|e| (e.endpoint.address.clone(), e.picks.load(Ordering::Relaxed)))
             .collect()
@@ -169,9 +194,10 @@ impl LoadBalanceLayer {
 
     /// The endpoints now, with whether each is ejected.
     pub fn endpoints(&self) -> Vec<(Endpoint, bool)> {
-        let now = Instant::now();
+        let now = self.set.nanos(Instant::now());
         self.set
             .snapshot()
+            .list
             .iter()
             .map(|e| (e.endpoint.clone(), e.is_ejected(now)))
             .collect()
@@ -197,28 +223,60 @@ pub struct LoadBalance<S> {
 
 impl<S, B, ResB> Service<Request<B>> for LoadBalance<S>
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
 {
     type Response = Response<ResB>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let now = Instant::now();
-        let all = self.layer.set.snapshot();
-        let candidates: Vec<Arc<EndpointState>> =
-            all.iter().filter(|e| !e.is_ejected(now)).cloned().collect();
-        let Some(endpoint) = self.layer.set.pick(self.layer.config.strategy, &candidates) else {
-            tracing::warn!(endpoints = all.len(), "no endpoint available");
-            return ResponseFuture::none();
-        };
+        let layer = &self.layer;
+        let snap = layer.set.snapshot();
+        if let Some(endpoint) = layer.set.pick(
+            layer.config.strategy,
+            &snap,
+            layer.config.available.as_ref(),
+            now,
+        ) {
+            let (fut, guard) = layer.send(&mut self.inner, req, endpoint, now);
+            return ResponseFuture::called(fut, guard, layer.clone());
+        }
+        // None now: wait for one, up to the configured time and the call's
+        // deadline, or fail at once.
+        let mut limit = now + layer.config.wait_for_endpoints;
+        if let Some(deadline) = sinew_core::context::effective_deadline(&req) {
+            limit = limit.min(deadline);
+        }
+        if limit <= now {
+            tracing::warn!(endpoints = snap.list.len(), "no endpoint available");
+            return ResponseFuture::failed(layer.clone());
+        }
+        // The clone is made ready in the future; `self.inner` stays ready.
+        let svc = self.inner.clone();
+        ResponseFuture::waiting(svc, req, limit, layer.clone())
+    }
+}
+
+impl LoadBalanceLayer {
+    /// Point `req` at `endpoint` and call `svc` (which is ready).
+    fn send<S, B, ResB>(
+        &self,
+        svc: &mut S,
+        mut req: Request<B>,
+        endpoint: Arc<EndpointState>,
+        now: Instant,
+    ) -> (S::Future, Guard)
+    where
+        S: Service<Request<B>, Response = Response<ResB>>,
+    {
         let mut parts = Parts::default();
-        parts.scheme = Some(self.layer.scheme.clone());
+        parts.scheme = Some(self.scheme.clone());
         parts.authority = Some(endpoint.authority.clone());
         parts.path_and_query = req.uri().path_and_query().cloned();
         if let Ok(uri) = Uri::from_parts(parts) {
@@ -227,10 +285,9 @@ where
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = Guard {
             endpoint,
-            set: self.layer.clone(),
             started: now,
         };
-        ResponseFuture::called(self.inner.call(req), guard)
+        (svc.call(req), guard)
     }
 }
 
@@ -238,16 +295,15 @@ where
 #[derive(Debug)]
 struct Guard {
     endpoint: Arc<EndpointState>,
-    set: LoadBalanceLayer,
     started: Instant,
 }
 
 impl Guard {
-    fn finish(&self, failure: bool) {
+    fn finish(&self, layer: &LoadBalanceLayer, failure: bool) {
         let now = Instant::now();
         let e = &self.endpoint;
         e.observe(now.saturating_duration_since(self.started), now);
-        let Some(ej) = self.set.config.ejection else {
+        let Some(ej) = layer.config.ejection else {
             return;
         };
         if !failure {
@@ -258,15 +314,17 @@ impl Guard {
         if n < ej.consecutive_failures {
             return;
         }
-        let all = self.set.set.snapshot();
-        let ejected = all.iter().filter(|x| x.is_ejected(now)).count();
-        let allowed = (ej.max_ejected * all.len() as f64).floor() as usize;
-        if ejected >= allowed {
+        let set = &layer.set;
+        let snap = set.snapshot();
+        let now_ns = set.nanos(now);
+        let ejected = snap.list.iter().filter(|x| x.is_ejected(now_ns)).count();
+        let allowed = (ej.max_ejected * snap.list.len() as f64).floor() as usize;
+        if ejected >= allowed || e.is_ejected(now_ns) {
             return;
         }
         let k = e.ejections.fetch_add(1, Ordering::Relaxed) + 1;
         let wait = ej.base.saturating_mul(k).min(ej.max);
-        e.eject(now + wait);
+        set.eject(e, now + wait);
         e.consecutive_failures.store(0, Ordering::Relaxed);
         tracing::warn!(endpoint = %e.endpoint.address, seconds = wait.as_secs_f64(), "endpoint ejected");
         metrics::counter!("sinew_balance_ejections_total").increment(1);
@@ -279,61 +337,172 @@ impl Drop for Guard {
     }
 }
 
+/// How often a waiting call looks again when only availability (an open
+/// breaker) may change, which sends no signal.
+const RECHECK: Duration = Duration::from_millis(50);
+
 pin_project! {
-    /// The response future of [`LoadBalance`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: Option<F>,
-        guard: Option<Guard>,
+    #[project = StateProj]
+    enum State<S, B, F> {
+        Called { #[pin] fut: F, guard: Option<Guard> },
+        Waiting {
+            svc: S,
+            req: Option<Request<B>>,
+            limit: Instant,
+            sleep: Pin<Box<Sleep>>,
+            chosen: Option<Arc<EndpointState>>,
+        },
+        Failed,
     }
 }
 
-impl<F> std::fmt::Debug for ResponseFuture<F> {
+pin_project! {
+    /// The response future of [`LoadBalance`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B, S::Future>,
+        layer: LoadBalanceLayer,
+    }
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F> ResponseFuture<F> {
-    fn called(inner: F, guard: Guard) -> Self {
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn called(fut: S::Future, guard: Guard, layer: LoadBalanceLayer) -> Self {
         ResponseFuture {
-            inner: Some(inner),
-            guard: Some(guard),
+            state: State::Called {
+                fut,
+                guard: Some(guard),
+            },
+            layer,
         }
     }
 
-    fn none() -> Self {
+    fn waiting(svc: S, req: Request<B>, limit: Instant, layer: LoadBalanceLayer) -> Self {
         ResponseFuture {
-            inner: None,
-            guard: None,
+            state: State::Waiting {
+                svc,
+                req: Some(req),
+                limit,
+                sleep: Box::pin(tokio::time::sleep_until(limit)),
+                chosen: None,
+            },
+            layer,
+        }
+    }
+
+    fn failed(layer: LoadBalanceLayer) -> Self {
+        ResponseFuture {
+            state: State::Failed,
+            layer,
         }
     }
 }
 
-impl<F, ResB, E> Future for ResponseFuture<F>
+impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
-    F: Future<Output = Result<Response<ResB>, E>>,
-    E: Into<BoxError>,
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Err(Box::new(NoEndpoints::new())));
-        };
-        let out = match inner.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(r) => r.map_err(Into::into),
-        };
-        if let Some(guard) = this.guard.take() {
-            let classifier = &guard.set.config.classifier;
-            let failure = match &out {
-                Ok(r) => classifier.classify_response(r).is_failure(),
-                Err(e) => classifier.classify_error(&**e).is_failure(),
-            };
-            guard.finish(failure);
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { fut, guard } => {
+                    let out = match fut.poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(r) => r.map_err(Into::into),
+                    };
+                    if let Some(guard) = guard.take() {
+                        let classifier = &this.layer.config.classifier;
+                        let failure = match &out {
+                            Ok(r) => classifier.classify_response(r).is_failure(),
+                            Err(e) => classifier.classify_error(&**e).is_failure(),
+                        };
+                        guard.finish(this.layer, failure);
+                    }
+                    return Poll::Ready(out);
+                }
+                StateProj::Failed => return Poll::Ready(Err(Box::new(NoEndpoints::new()))),
+                StateProj::Waiting {
+                    svc,
+                    req,
+                    limit,
+                    sleep,
+                    chosen,
+                } => {
+                    let now = Instant::now();
+                    if chosen.is_none() {
+                        let layer = &*this.layer;
+                        // Register before looking, so a change between the
+                        // look and the registration still wakes us.
+                        layer.set.wait(cx.waker());
+                        let snap = layer.set.snapshot();
+                        *chosen = layer.set.pick(
+                            layer.config.strategy,
+                            &snap,
+                            layer.config.available.as_ref(),
+                            now,
+                        );
+                    }
+                    let Some(endpoint) = chosen.take() else {
+                        if now >= *limit {
+                            tracing::warn!("no endpoint became available in time");
+                            this.state.set(State::Failed);
+                            continue;
+                        }
+                        // Wake at the limit, when an ejection ends, or to
+                        // recheck availability.
+                        let mut wake = *limit;
+                        if let Some(t) = this.layer.set.next_return(now) {
+                            wake = wake.min(t);
+                        }
+                        if this.layer.config.available.is_some() {
+                            wake = wake.min(now + RECHECK);
+                        }
+                        sleep.as_mut().reset(wake);
+                        match sleep.as_mut().poll(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(()) => continue,
+                        }
+                    };
+                    match svc.poll_ready(cx) {
+                        Poll::Pending => {
+                            *chosen = Some(endpoint);
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            this.state.set(State::Failed);
+                            return Poll::Ready(Err(e.into()));
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    let Some(req) = req.take() else {
+                        this.state.set(State::Failed);
+                        continue;
+                    };
+                    let (fut, guard) = this.layer.send(svc, req, endpoint, now);
+                    this.state.set(State::Called {
+                        fut,
+                        guard: Some(guard),
+                    });
+                }
+            }
         }
-        Poll::Ready(out)
     }
 }

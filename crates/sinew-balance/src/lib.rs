@@ -62,7 +62,7 @@
 mod endpoints;
 mod layer;
 
-pub use endpoints::{Endpoint, Strategy};
+pub use endpoints::{Availability, Endpoint, Strategy};
 pub use layer::{
     BalanceConfig, Ejection, InvalidEndpoint, LoadBalance, LoadBalanceLayer, ResponseFuture,
 };
