@@ -60,9 +60,15 @@
 #![warn(missing_docs)]
 
 mod endpoints;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod layer;
+pub mod source;
 
 pub use endpoints::{Availability, Endpoint, Strategy};
+#[cfg(feature = "etcd")]
+pub use etcd::{EtcdDiscovery, Registration};
 pub use layer::{
     BalanceConfig, Ejection, InvalidEndpoint, LoadBalance, LoadBalanceLayer, ResponseFuture,
 };
+pub use source::SourceError;

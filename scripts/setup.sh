@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs and starts what building and testing sinew need on a fresh machine
+# of this kind; safe to run again (it only installs what is missing and starts
+# what is down).
+#   etcd-server       the etcd registry tests start their own etcd from it
+#   protobuf-compiler etcd-client's build turns etcd's .proto files into Rust
+#   prometheus        promtool checks the exporter's output
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+if ((${#need_apt[@]})); then
+  echo "scripts/setup.sh: installing ${need_apt[*]}" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# The Debian package starts a system etcd on the default port; the tests start
+# their own on free ports, so stop that one if it came up.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
+pkill -x etcd >/dev/null 2>&1 || true
+
+# PostgreSQL and RabbitMQ (sinew-events' tests): start them when they are down.
+scripts/services.sh
