@@ -4,6 +4,7 @@
 # what is down).
 #   etcd-server       the etcd registry tests start their own etcd from it
 #   protobuf-compiler etcd-client's build turns etcd's .proto files into Rust
+#   libprotobuf-dev   ... and imports google/protobuf/*.proto, which ship here
 #   prometheus        promtool checks the exporter's output
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need_apt+=(libprotobuf-dev)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   echo "scripts/setup.sh: installing ${need_apt[*]}" >&2

@@ -59,12 +59,16 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "dns")]
+pub mod dns;
 mod endpoints;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod layer;
 pub mod source;
 
+#[cfg(feature = "dns")]
+pub use dns::DnsDiscovery;
 pub use endpoints::{Availability, Endpoint, Strategy};
 #[cfg(feature = "etcd")]
 pub use etcd::{EtcdDiscovery, Registration};

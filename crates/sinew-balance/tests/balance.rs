@@ -184,7 +184,7 @@ async fn a_failing_endpoint_is_ejected_and_returns() {
     assert_eq!(b(&l.picks()), b(&after) + 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn discovery_adds_and_removes_and_none_left_is_no_endpoints() {
     let (tx, rx) =
         tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
@@ -202,11 +202,11 @@ async fn discovery_adds_and_removes_and_none_left_is_no_endpoints() {
         .unwrap();
     tx.send(Ok(Change::Insert("b:1".into(), Endpoint::new("b:1"))))
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::task::yield_now().await;
     let got: Vec<String> = futures_join(vec![call(), call()]).await;
     assert_eq!(got.len(), 2);
     tx.send(Ok(Change::Remove("a:1".into()))).unwrap();
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::task::yield_now().await;
     for _ in 0..5 {
         assert_eq!(call().await.unwrap().into_body(), "b:1");
     }
@@ -305,4 +305,155 @@ fn bad_addresses_and_names() {
         Some(Strategy::WeightedRoundRobin)
     );
     assert_eq!(Strategy::parse("fastest"), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_waits_for_an_endpoint_within_its_deadline() {
+    let (tx, rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
+    let l = LoadBalanceLayer::new(
+        BalanceConfig {
+            wait_for_endpoints: Duration::from_secs(2),
+            ..config(Strategy::RoundRobin)
+        },
+        vec![],
+    )
+    .unwrap()
+    .discover(tokio_stream_from(rx));
+    let svc = l.layer(echo_authority());
+    let call = |deadline: Option<Duration>| {
+        let mut req = Request::get("http://svc/").body(Body::empty()).unwrap();
+        if let Some(d) = deadline {
+            req.extensions_mut().insert(sinew_core::Deadline::after(d));
+        }
+        svc.clone().oneshot(req)
+    };
+    // Nothing comes: NoEndpoints after the configured wait, not before.
+    let t0 = tokio::time::Instant::now();
+    let err = call(None).await.unwrap_err();
+    assert!(err.is::<NoEndpoints>());
+    assert_eq!(t0.elapsed(), Duration::from_secs(2));
+    // The call's deadline is shorter than the wait: it wins.
+    let t0 = tokio::time::Instant::now();
+    let err = call(Some(Duration::from_millis(300))).await.unwrap_err();
+    assert!(err.is::<NoEndpoints>());
+    assert_eq!(t0.elapsed(), Duration::from_millis(300));
+    // An endpoint arrives while a call waits: the call goes there at once.
+    let waiting = tokio::spawn(call(None));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let t0 = tokio::time::Instant::now();
+    tx.send(Ok(Change::Insert("a:1".into(), Endpoint::new("a:1"))))
+        .unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap().into_body(), "a:1");
+    assert_eq!(t0.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_call_takes_an_endpoint_back_from_ejection() {
+    // One endpoint, ejected after one failure for 1 s; max_ejected 1.0 so
+    // the only endpoint may be ejected.
+    let l = LoadBalanceLayer::new(
+        BalanceConfig {
+            wait_for_endpoints: Duration::from_secs(5),
+            ejection: Some(Ejection {
+                consecutive_failures: 1,
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(10),
+                max_ejected: 1.0,
+            }),
+            ..config(Strategy::RoundRobin)
+        },
+        vec![Endpoint::new("a:1")],
+    )
+    .unwrap();
+    let fail = Arc::new(AtomicBool::new(true));
+    let f = fail.clone();
+    let svc = l.layer(service_fn(move |req: Request<Body>| {
+        let f = f.clone();
+        async move {
+            let status = if f.load(Ordering::SeqCst) {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            let mut r = Response::new(req.uri().authority().unwrap().to_string());
+            *r.status_mut() = status;
+            Ok::<_, Infallible>(r)
+        }
+    }));
+    let call = || {
+        svc.clone()
+            .oneshot(Request::get("http://svc/").body(Body::empty()).unwrap())
+    };
+    assert_eq!(
+        call().await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(l.endpoints()[0].1, "ejected");
+    fail.store(false, Ordering::SeqCst);
+    // No traffic arrives to notice the return: the waiting call's own timer
+    // does, exactly when the ejection ends.
+    let t0 = tokio::time::Instant::now();
+    let r = call().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(t0.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unavailable_endpoints_are_skipped_and_rechecked() {
+    // Stands in for the facade's breaker check.
+    let open = Arc::new(std::sync::Mutex::new(vec!["a:1".to_string()]));
+    let o = open.clone();
+    let l = LoadBalanceLayer::new(
+        BalanceConfig {
+            available: Some(Arc::new(move |addr: &str| {
+                !o.lock().unwrap().iter().any(|x| x == addr)
+            })),
+            wait_for_endpoints: Duration::from_secs(1),
+            ..config(Strategy::RoundRobin)
+        },
+        abc([1.0; 3]),
+    )
+    .unwrap();
+    let seq = picks(&l, 6).await;
+    assert!(!seq.iter().any(|a| a == "a:1"), "{seq:?}");
+    assert!(seq.iter().any(|a| a == "b:1") && seq.iter().any(|a| a == "c:1"));
+    // All unavailable: a call waits and takes the first that comes back.
+    *open.lock().unwrap() = vec!["a:1".into(), "b:1".into(), "c:1".into()];
+    let o = open.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        o.lock().unwrap().retain(|x| x != "c:1");
+    });
+    let t0 = tokio::time::Instant::now();
+    assert_eq!(picks(&l, 1).await, ["c:1"]);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(120) && waited <= Duration::from_millis(200),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn weighted_random_follows_weights_at_100_endpoints() {
+    // The fast path (a binary search over running weights) at scale.
+    let eps: Vec<Endpoint> = (0..100)
+        .map(|i| {
+            Endpoint::new(format!("h{i}:1")).weight(if i == 7 {
+                0.0
+            } else if i < 50 {
+                1.0
+            } else {
+                3.0
+            })
+        })
+        .collect();
+    let l = LoadBalanceLayer::new(config(Strategy::WeightedRandom), eps).unwrap();
+    let c = counts(&picks(&l, 40_000).await);
+    assert!(!c.contains_key("h7:1"));
+    let low: usize = (0..50).filter_map(|i| c.get(&format!("h{i}:1"))).sum();
+    let high: usize = (50..100).filter_map(|i| c.get(&format!("h{i}:1"))).sum();
+    // 49 of weight 1, 50 of weight 3: low share 49/199.
+    let share = low as f64 / (low + high) as f64;
+    assert!((share - 49.0 / 199.0).abs() < 0.01, "{share}");
 }
