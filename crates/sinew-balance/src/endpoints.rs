@@ -1,7 +1,7 @@
 //! The endpoint set, the per-endpoint load figures and the strategies.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::Waker;
 use std::time::Duration;
@@ -233,6 +233,30 @@ pub(crate) struct Set {
     rng: Option<Mutex<StdRng>>,
     /// Calls waiting for an endpoint, woken when the set changes.
     waiters: Mutex<Vec<Waker>>,
+    /// The discovery tasks feeding this set; aborted when it is dropped.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Discovery tasks given before a runtime was there; spawned by the
+    /// first call.
+    pending: Mutex<Vec<DiscoveryTask>>,
+    has_pending: AtomicBool,
+}
+
+/// A discovery task not yet spawned.
+pub(crate) type DiscoveryTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Drop for Set {
+    fn drop(&mut self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl std::fmt::Debug for Set {
@@ -253,6 +277,40 @@ impl Set {
             wrr: Mutex::new(()),
             rng: seed.map(|s| Mutex::new(StdRng::seed_from_u64(s))),
             waiters: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
+            has_pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Run a discovery task now if a tokio runtime is current, else at the
+    /// first call ([`Set::start_pending`]).
+    pub(crate) fn start(&self, task: DiscoveryTask) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => lock(&self.tasks).push(rt.spawn(task).abort_handle()),
+            Err(_) => {
+                lock(&self.pending).push(task);
+                self.has_pending.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Spawn the discovery tasks that waited for a runtime.
+    pub(crate) fn start_pending(&self) {
+        if !self.has_pending.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let tasks: Vec<_> = {
+            let mut p = lock(&self.pending);
+            self.has_pending.store(false, Ordering::Release);
+            p.drain(..).collect()
+        };
+        let mut handles = lock(&self.tasks);
+        for t in tasks {
+            handles.push(rt.spawn(t).abort_handle());
         }
     }
 

@@ -149,36 +149,25 @@ impl LoadBalanceLayer {
     /// Apply a discovery stream of `tower::discover::Change`s (inserts and
     /// removals keyed by address) in a background task, so any tower
     /// discover source plugs in. A removed endpoint gets no new calls; its
-    /// calls in flight finish. The task ends with the stream.
+    /// calls in flight finish. The task ends with the stream or when the
+    /// last clone of this layer and its services is dropped.
+    ///
+    /// Outside a tokio runtime the task starts with the first call.
     pub fn discover<D, E>(self, stream: D) -> Self
     where
         D: Stream<Item = Result<Change<String, Endpoint>, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
-        let set = self.set.clone();
-        tokio::spawn(async move {
+        let set = Arc::downgrade(&self.set);
+        self.set.start(Box::pin(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(change) = stream.next().await {
-                match change {
-                    Ok(Change::Insert(key, endpoint)) => match EndpointState::new(endpoint) {
-                        Some(state) => {
-                            tracing::info!(endpoint = %key, "endpoint added");
-                            let state = Arc::new(state);
-                            set.update(|v| {
-                                v.retain(|e| e.endpoint.address != key);
-                                v.push(state);
-                            });
-                        }
-                        None => tracing::warn!(endpoint = %key, "invalid endpoint ignored"),
-                    },
-                    Ok(Change::Remove(key)) => {
-                        tracing::info!(endpoint = %key, "endpoint removed");
-                        set.update(|v| v.retain(|e| e.endpoint.address != key));
-                    }
-                    Err(e) => tracing::warn!(error = %e, "discovery error; keeping the endpoints"),
-                }
+                let Some(set) = set.upgrade() else {
+                    return;
+                };
+                apply(&set, change);
             }
-        });
+        }));
         self
     }
 
@@ -201,6 +190,28 @@ impl LoadBalanceLayer {
             .iter()
             .map(|e| (e.endpoint.clone(), e.is_ejected(now)))
             .collect()
+    }
+}
+
+/// Apply one discovered change to the set.
+fn apply<E: std::fmt::Display>(set: &Set, change: Result<Change<String, Endpoint>, E>) {
+    match change {
+        Ok(Change::Insert(key, endpoint)) => match EndpointState::new(endpoint) {
+            Some(state) => {
+                tracing::info!(endpoint = %key, "endpoint added");
+                let state = Arc::new(state);
+                set.update(|v| {
+                    v.retain(|e| e.endpoint.address != key);
+                    v.push(state);
+                });
+            }
+            None => tracing::warn!(endpoint = %key, "invalid endpoint ignored"),
+        },
+        Ok(Change::Remove(key)) => {
+            tracing::info!(endpoint = %key, "endpoint removed");
+            set.update(|v| v.retain(|e| e.endpoint.address != key));
+        }
+        Err(e) => tracing::warn!(error = %e, "discovery error; keeping the endpoints"),
     }
 }
 
@@ -237,6 +248,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let now = Instant::now();
         let layer = &self.layer;
+        layer.set.start_pending();
         let snap = layer.set.snapshot();
         if let Some(endpoint) = layer.set.pick(
             layer.config.strategy,

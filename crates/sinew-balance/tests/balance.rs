@@ -212,6 +212,53 @@ async fn discovery_adds_and_removes_and_none_left_is_no_endpoints() {
     }
 }
 
+#[test]
+fn discovery_given_outside_a_runtime_starts_with_the_first_call() {
+    let (tx, rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
+    tx.send(Ok(Change::Insert("a:1".into(), Endpoint::new("a:1"))))
+        .unwrap();
+    // No runtime here: building must not panic.
+    let l = LoadBalanceLayer::new(
+        BalanceConfig {
+            wait_for_endpoints: Duration::from_secs(1),
+            ..config(Strategy::RoundRobin)
+        },
+        vec![],
+    )
+    .unwrap()
+    .discover(tokio_stream_from(rx));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let req = Request::get("http://svc/").body(Body::empty()).unwrap();
+        l.layer(echo_authority()).oneshot(req).await
+    });
+    assert_eq!(got.unwrap().into_body(), "a:1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_balancer_stops_its_discovery() {
+    let (tx, rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
+    let l = LoadBalanceLayer::new(config(Strategy::RoundRobin), vec![])
+        .unwrap()
+        .discover(tokio_stream_from(rx));
+    let svc = l.layer(echo_authority());
+    tokio::task::yield_now().await;
+    assert!(!tx.is_closed());
+    drop(l);
+    tokio::task::yield_now().await;
+    // A service still holds the balancer: discovery goes on.
+    assert!(!tx.is_closed());
+    drop(svc);
+    tokio::task::yield_now().await;
+    assert!(tx.is_closed(), "the discovery task still holds the stream");
+}
+
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send {
