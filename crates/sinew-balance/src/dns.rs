@@ -13,7 +13,7 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
 
-use crate::source::{channel, send_all, Announced, Discovered, Sender, SourceError};
+use crate::source::{send_all, spawn_on_poll, Announced, Discovered, Sender, SourceError};
 use crate::Endpoint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,17 +126,11 @@ impl DnsDiscovery {
         self
     }
 
-    /// Start resolving in a background task (spawned on the current tokio
-    /// runtime); the task ends when the stream is dropped.
+    /// The stream of changes. The resolving runs in a task spawned on the
+    /// current tokio runtime when the stream is first polled, and ends when
+    /// the stream is dropped.
     pub fn into_stream(self) -> impl Stream<Item = Discovered> + Send + 'static {
-        let (tx, stream) = channel();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = self.run(&tx) => {}
-                () = tx.closed() => {}
-            }
-        });
-        stream
+        spawn_on_poll(move |tx| async move { self.run(&tx).await })
     }
 
     fn resolver(&self) -> Result<TokioResolver, SourceError> {

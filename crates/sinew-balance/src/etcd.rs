@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::source::{channel, send_all, Announced, Discovered, Sender, SourceError};
+use crate::source::{send_all, spawn_on_poll, Announced, Discovered, Sender, SourceError};
 use crate::Endpoint;
 
 /// Where the instances of `service` live.
@@ -25,9 +25,9 @@ pub fn service_prefix(service: &str) -> String {
     format!("/sinew/services/{service}/")
 }
 
-/// The JSON value of an instance key.
+/// The JSON value of an instance key. Fields this version does not know
+/// are ignored, so a newer writer's records still count.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Record {
     address: String,
     #[serde(default = "one")]
@@ -152,17 +152,11 @@ impl EtcdDiscovery {
         self
     }
 
-    /// Start watching in a background task (spawned on the current tokio
-    /// runtime); the task ends when the stream is dropped.
+    /// The stream of changes. The watch runs in a task spawned on the
+    /// current tokio runtime when the stream is first polled, and ends when
+    /// the stream is dropped.
     pub fn into_stream(self) -> impl Stream<Item = Discovered> + Send + 'static {
-        let (tx, stream) = channel();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = self.run(&tx) => {}
-                () = tx.closed() => {}
-            }
-        });
-        stream
+        spawn_on_poll(move |tx| async move { self.run(&tx).await })
     }
 
     async fn run(&self, tx: &Sender) {

@@ -140,6 +140,19 @@ impl LoadBalanceLayer {
         Ok(layer)
     }
 
+    /// Pick only endpoints (by `host:port`) for which `f` says yes, on top
+    /// of any [`BalanceConfig::available`] check already set. The facade
+    /// uses it to skip endpoints whose circuit breaker is open.
+    pub fn available_if(mut self, f: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        let mut config = (*self.config).clone();
+        config.available = Some(match config.available.take() {
+            Some(before) => Arc::new(move |a: &str| before(a) && f(a)),
+            None => Arc::new(f),
+        });
+        self.config = Arc::new(config);
+        self
+    }
+
     /// Use `https` for the rewritten URIs (default `http`).
     pub fn https(mut self) -> Self {
         self.scheme = Scheme::HTTPS;

@@ -84,12 +84,36 @@ impl Announced {
 pub(crate) type Sender = mpsc::Sender<Discovered>;
 
 /// A channel and the stream over its receiving half.
-pub(crate) fn channel() -> (Sender, impl Stream<Item = Discovered> + Send + 'static) {
+fn channel() -> (Sender, impl Stream<Item = Discovered> + Send + 'static) {
     let (tx, rx) = mpsc::channel(64);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
     (tx, stream)
+}
+
+/// The stream of a source whose work is `run`: spawned on the current
+/// tokio runtime when the stream is first polled (so it can be made outside
+/// one), and stopped when the stream is dropped.
+pub(crate) fn spawn_on_poll<F, Fut>(run: F) -> impl Stream<Item = Discovered> + Send + 'static
+where
+    F: FnOnce(Sender) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    let (tx, stream) = channel();
+    let start = futures_util::stream::once(async move {
+        tokio::spawn(async move {
+            let watch = tx.clone();
+            tokio::select! {
+                () = run(tx) => {}
+                () = watch.closed() => {}
+            }
+        });
+        None
+    })
+    .filter_map(futures_util::future::ready);
+    start.chain(stream)
 }
 
 /// Send every change; `false` when nobody listens any more.

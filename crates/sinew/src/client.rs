@@ -458,26 +458,37 @@ impl ClientBuilder {
             return Ok(self);
         };
         let cfg = |m: String| Error::new(ErrorKind::Config, format!("[balance] {m}"));
-        if b.dns.is_some() || b.etcd.is_some() {
-            return Err(cfg(
-                "dns/etcd: these discovery sources are not available yet; list `endpoints`".into(),
-            ));
-        }
         let strategy = sinew_balance::Strategy::parse(&b.strategy)
             .ok_or_else(|| cfg(format!("strategy: unknown strategy {:?}", b.strategy)))?;
+        match (&b.dns, &b.etcd) {
+            (Some(_), Some(_)) => return Err(cfg("dns, etcd: choose one discovery source".into())),
+            (None, None) if b.endpoints.is_empty() => {
+                return Err(cfg(
+                    "list `endpoints` or name a `dns` or `etcd` source".into()
+                ))
+            }
+            _ => {}
+        }
         let endpoints = b
             .endpoints
             .iter()
             .map(|e| sinew_balance::Endpoint::new(e.address()).weight(e.weight()))
             .collect();
-        let layer = sinew_balance::LoadBalanceLayer::new(
+        let mut layer = sinew_balance::LoadBalanceLayer::new(
             sinew_balance::BalanceConfig {
                 strategy,
+                wait_for_endpoints: b.wait_for_endpoints.unwrap_or_default(),
                 ..Default::default()
             },
             endpoints,
         )
         .map_err(|e| cfg(format!("endpoints: {e}")))?;
+        if let Some(name) = &b.dns {
+            layer = dns_source(layer, name).map_err(|e| cfg(format!("dns: {e}")))?;
+        }
+        if let Some(etcd) = &b.etcd {
+            layer = etcd_source(layer, etcd).map_err(|e| cfg(format!("etcd: {e}")))?;
+        }
         self.balance = Some(layer);
         Ok(self)
     }
@@ -791,7 +802,7 @@ where
     let s = option_layer(builder.breaker.clone()).layer(s);
     // Picks the endpoint of each attempt.
     #[cfg(feature = "balance")]
-    let s = option_layer(builder.balance.clone()).layer(s);
+    let s = option_layer(balance_layer(builder)).layer(s);
     // Per logical call.
     #[cfg(feature = "retry")]
     let s = option_layer(builder.hedge.clone()).layer(s);
@@ -821,3 +832,62 @@ where
 }
 
 use tower::Layer as _;
+
+/// The balancer, told to skip endpoints whose breaker is open (it would
+/// refuse the attempt anyway).
+#[cfg(feature = "balance")]
+fn balance_layer(builder: &ClientBuilder) -> Option<sinew_balance::LoadBalanceLayer> {
+    let layer = builder.balance.clone()?;
+    #[cfg(feature = "breaker")]
+    if let Some(breaker) = &builder.breaker {
+        let handle = breaker.handle();
+        return Some(layer.available_if(move |endpoint| {
+            handle.state(endpoint) != Some(sinew_breaker::State::Open)
+        }));
+    }
+    Some(layer)
+}
+
+#[cfg(feature = "dns")]
+fn dns_source(
+    layer: sinew_balance::LoadBalanceLayer,
+    name: &str,
+) -> Result<sinew_balance::LoadBalanceLayer, String> {
+    let source = sinew_balance::DnsDiscovery::parse(name).map_err(|e| e.to_string())?;
+    Ok(layer.discover(source.into_stream()))
+}
+
+#[cfg(all(feature = "balance", not(feature = "dns")))]
+fn dns_source(
+    _: sinew_balance::LoadBalanceLayer,
+    _: &str,
+) -> Result<sinew_balance::LoadBalanceLayer, String> {
+    Err("needs the `dns` feature of sinew".into())
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_source(
+    layer: sinew_balance::LoadBalanceLayer,
+    etcd: &crate::config::EtcdSource,
+) -> Result<sinew_balance::LoadBalanceLayer, String> {
+    if etcd.endpoints.is_empty() {
+        return Err("endpoints: list at least one etcd URL".into());
+    }
+    if etcd.service.is_empty() || etcd.service.contains('/') {
+        return Err(format!(
+            "service: {:?} is not a service name (non-empty, no '/')",
+            etcd.service
+        ));
+    }
+    let source =
+        sinew_balance::etcd::EtcdDiscovery::new(etcd.endpoints.clone(), etcd.service.clone());
+    Ok(layer.discover(source.into_stream()))
+}
+
+#[cfg(all(feature = "balance", not(feature = "etcd")))]
+fn etcd_source(
+    _: sinew_balance::LoadBalanceLayer,
+    _: &crate::config::EtcdSource,
+) -> Result<sinew_balance::LoadBalanceLayer, String> {
+    Err("needs the `etcd` feature of sinew (it builds etcd-client, which needs `protoc`)".into())
+}

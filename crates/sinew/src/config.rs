@@ -297,10 +297,15 @@ pub struct BalanceSection {
     /// A static list of endpoints.
     #[serde(default)]
     pub endpoints: Vec<EndpointEntry>,
-    /// A DNS name (`host:port`) to resolve.
+    /// A DNS name to resolve: `"host:port"` (A/AAAA) or `"srv:_svc._tcp.name"`
+    /// (SRV); needs the `dns` feature (default).
     pub dns: Option<String>,
-    /// An etcd registry.
+    /// An etcd registry; needs the `etcd` feature.
     pub etcd: Option<EtcdSource>,
+    /// When no endpoint is available, wait up to this long (within the
+    /// call's deadline) for one; default: fail at once.
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub wait_for_endpoints: Option<Duration>,
 }
 
 fn default_strategy() -> String {

@@ -264,3 +264,93 @@ async fn balance_from_the_config_file_spreads_and_retries_elsewhere() {
     let err = Client::from_config(&path).unwrap_err();
     assert!(err.to_string().contains("fastest"), "{err}");
 }
+
+fn from_toml(text: &str) -> Result<Client, sinew::Error> {
+    let config = sinew::config::ClientConfig::from_toml(text, "client.toml")?;
+    sinew::ClientBuilder::from_config(&config)?.build()
+}
+
+#[tokio::test]
+async fn balance_skips_an_endpoint_whose_breaker_is_open() {
+    use sinew::balance::{BalanceConfig, Endpoint, LoadBalanceLayer, Strategy};
+    use sinew::breaker::{BreakerConfig, CircuitBreakerLayer, State, TripPolicy};
+    let ok = serve(Router::new().route("/who", get(|| async { "ok" }))).await;
+    let bad =
+        serve(Router::new().route("/who", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))).await;
+    let (ok, bad) = (
+        ok.trim_start_matches("http://").to_string(),
+        bad.trim_start_matches("http://").to_string(),
+    );
+    let balance = LoadBalanceLayer::new(
+        BalanceConfig {
+            strategy: Strategy::RoundRobin,
+            ejection: None,
+            ..BalanceConfig::default()
+        },
+        vec![Endpoint::new(&ok), Endpoint::new(&bad)],
+    )
+    .unwrap();
+    let breaker = CircuitBreakerLayer::from_config(BreakerConfig {
+        policies: vec![TripPolicy::ConsecutiveFailures(2)],
+        ..BreakerConfig::default()
+    })
+    .unwrap();
+    let handle = breaker.handle();
+    let client = Client::builder()
+        .base_url("http://inventory")
+        .retry(
+            sinew::retry::RetryLayer::new()
+                .max_attempts(3)
+                .retry_circuit_open(true)
+                .backoff(sinew::retry::Backoff::constant(Duration::from_millis(1))),
+        )
+        .balance(balance.clone())
+        .breaker(breaker)
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        let res = client.get("/who").send().await.unwrap();
+        assert_eq!(res.text().await.unwrap(), "ok");
+    }
+    assert_eq!(handle.state(&bad), Some(State::Open));
+    // Two failures opened its breaker; after that the balancer never picked
+    // it again (a pick refused by the breaker would still count here).
+    let picks: std::collections::HashMap<_, _> = balance.picks().into_iter().collect();
+    assert_eq!(picks[&bad], 2, "{picks:?}");
+}
+
+#[cfg(feature = "dns")]
+#[tokio::test]
+async fn balance_config_names_dns_and_rejects_bad_sources() {
+    let who = serve(Router::new().route("/who", get(|| async { "dns" }))).await;
+    let port = who.rsplit(':').next().unwrap();
+    // `localhost` resolves through /etc/hosts; the first call waits for the
+    // first answer instead of failing with no endpoints.
+    let client = from_toml(&format!(
+        "base_url = \"http://inventory\"\n[balance]\ndns = \"localhost:{port}\"\nwait_for_endpoints = \"2s\"\n"
+    ))
+    .unwrap();
+    let res = client.get("/who").send().await.unwrap();
+    assert_eq!(res.text().await.unwrap(), "dns");
+
+    let err = |text: &str| from_toml(text).unwrap_err().to_string();
+    assert!(err("[balance]\nstrategy = \"round-robin\"\n").contains("list `endpoints`"));
+    assert!(err("[balance]\ndns = \"no-port\"\n").contains("[balance] dns"));
+    let both = err(
+        "[balance]\ndns = \"a:1\"\netcd = { endpoints = [\"http://127.0.0.1:1\"], service = \"s\" }\n",
+    );
+    assert!(both.contains("choose one"), "{both}");
+    if !cfg!(feature = "etcd") {
+        let etcd =
+            err("[balance]\netcd = { endpoints = [\"http://127.0.0.1:1\"], service = \"s\" }\n");
+        assert!(etcd.contains("`etcd` feature"), "{etcd}");
+    }
+    let slash = "[balance]\netcd = { endpoints = [\"http://127.0.0.1:1\"], service = \"a/b\" }\n";
+    if cfg!(feature = "etcd") {
+        assert!(err(slash).contains("not a service name"));
+    }
+    assert!(
+        err("[balance]\ndns = \"a:1\"\nwait_for_endpoints = \"soon\"\n")
+            .contains("wait_for_endpoints")
+    );
+}
