@@ -40,21 +40,66 @@
 //!   default).
 //! * Endpoints: a static list, and any stream of `tower::discover::Change`
 //!   ([`LoadBalanceLayer::discover`]). A removed endpoint gets no new calls;
-//!   its calls in flight finish (they hold it).
+//!   its calls in flight finish (they hold it). The discovery task ends
+//!   when the last clone of the balancer is dropped.
+//! * Discovery sources, each a `Change` stream:
+//!   - [`DnsDiscovery`] (feature `dns`, default): A/AAAA (`host:port`) or
+//!     SRV (`srv:_svc._tcp.name`; lowest priority, weights kept) through
+//!     hickory-resolver, looked up again when the shortest record TTL runs
+//!     out (clamped to `min_refresh..=max_refresh`); a failed or empty
+//!     lookup keeps the last good set and retries with backoff.
+//!   - [`EtcdDiscovery`] (feature `etcd`, default; building etcd-client
+//!     needs `protoc`): the prefix `/sinew/services/<service>/`, each key an
+//!     instance holding `{"address": "host:port", "weight": 1.0,
+//!     "metadata": {}}`; read, then watched from the next revision; after a
+//!     lost connection or a compacted revision it reads again and sends the
+//!     difference. Records that do not parse are skipped and reported.
+//! * Registration ([`Registration`], feature `etcd`): puts this instance
+//!   under `/sinew/services/<service>/<instance-id>` with a lease kept
+//!   alive in the background (re-registered if the lease is lost); the key
+//!   is revoked on [`Registration::deregister`] or drop, and if the process
+//!   dies the lease runs out and the instance disappears.
 //! * Outlier ejection ([`Ejection`]): after N consecutive failures (the
 //!   shared classifier) an endpoint is ejected for `base × k` (k-th
 //!   ejection, capped); at most `max_ejected` of the endpoints at once; it
 //!   returns by itself when its time is up.
-//! * No endpoint available: [`NoEndpoints`](sinew_core::NoEndpoints) at once.
+//! * No endpoint available: [`NoEndpoints`](sinew_core::NoEndpoints) at
+//!   once, or after waiting up to [`BalanceConfig::wait_for_endpoints`]
+//!   (never past the call's deadline) for one to be discovered or to come
+//!   back from ejection.
+//! * Availability: [`BalanceConfig::available`] /
+//!   [`LoadBalanceLayer::available_if`] say whether an endpoint may be
+//!   picked now; the `sinew` client skips endpoints whose breaker is open.
+//!   A waiting call looks again every 50 ms, so an endpoint that becomes
+//!   available is used without new traffic (tower#824).
 //! * Readiness: the per-endpoint stack below is one service keyed by
-//!   authority (breaker, signing, client), polled for readiness as a whole;
-//!   a refusing endpoint is refused in `call` (an open breaker), never by
-//!   readiness, so readiness never has to be rechecked per endpoint.
+//!   authority (breaker, signing, client), polled for readiness as a whole.
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "dns", feature = "etcd"))]
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use sinew_balance::{BalanceConfig, DnsDiscovery, EtcdDiscovery, Endpoint, LoadBalanceLayer, Registration};
+//!
+//! // This instance, visible to every watcher of "orders" while it lives.
+//! let me = Endpoint::new("10.0.0.7:8080").meta("zone", "a");
+//! let registration = Registration::register(["http://127.0.0.1:2379"], "orders", "orders-7",
+//!                                           &me, Duration::from_secs(10)).await?;
+//!
+//! // A balancer over the instances of "inventory" in etcd, waiting up to
+//! // 250 ms for one when none is there...
+//! let config = BalanceConfig { wait_for_endpoints: Duration::from_millis(250), ..Default::default() };
+//! let by_etcd = LoadBalanceLayer::new(config.clone(), vec![])?
+//!     .discover(EtcdDiscovery::new(["http://127.0.0.1:2379"], "inventory").into_stream());
+//! // ...or over what DNS says.
+//! let by_dns = LoadBalanceLayer::new(config, vec![])?
+//!     .discover(DnsDiscovery::parse("srv:_http._tcp.inventory.internal")?.into_stream());
+//! # drop((by_etcd, by_dns));
+//! registration.deregister().await;
+//! # Ok(()) }
+//! ```
 //!
 //! Metrics: `sinew_balance_endpoints` (gauge), `sinew_balance_ejections_total`.
-//!
-//! Not yet here (issue 7 stays open): DNS and etcd discovery sources and
-//! registration, and a bounded wait for endpoints when none is available.
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
