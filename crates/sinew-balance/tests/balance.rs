@@ -186,11 +186,7 @@ async fn a_failing_endpoint_is_ejected_and_returns() {
 
 #[tokio::test(start_paused = true)]
 async fn discovery_adds_and_removes_and_none_left_is_no_endpoints() {
-    let (tx, rx) =
-        tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
-    let l = LoadBalanceLayer::new(config(Strategy::RoundRobin), vec![])
-        .unwrap()
-        .discover(tokio_stream_from(rx));
+    let (tx, l) = discovering(Duration::ZERO);
     let svc = l.layer(echo_authority());
     let call = || {
         let req = Request::get("http://svc/").body(Body::empty()).unwrap();
@@ -214,20 +210,10 @@ async fn discovery_adds_and_removes_and_none_left_is_no_endpoints() {
 
 #[test]
 fn discovery_given_outside_a_runtime_starts_with_the_first_call() {
-    let (tx, rx) =
-        tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
+    // No runtime here: building must not panic.
+    let (tx, l) = discovering(Duration::from_secs(1));
     tx.send(Ok(Change::Insert("a:1".into(), Endpoint::new("a:1"))))
         .unwrap();
-    // No runtime here: building must not panic.
-    let l = LoadBalanceLayer::new(
-        BalanceConfig {
-            wait_for_endpoints: Duration::from_secs(1),
-            ..config(Strategy::RoundRobin)
-        },
-        vec![],
-    )
-    .unwrap()
-    .discover(tokio_stream_from(rx));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .start_paused(true)
@@ -242,11 +228,7 @@ fn discovery_given_outside_a_runtime_starts_with_the_first_call() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_the_balancer_stops_its_discovery() {
-    let (tx, rx) =
-        tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
-    let l = LoadBalanceLayer::new(config(Strategy::RoundRobin), vec![])
-        .unwrap()
-        .discover(tokio_stream_from(rx));
+    let (tx, l) = discovering(Duration::ZERO);
     let svc = l.layer(echo_authority());
     tokio::task::yield_now().await;
     assert!(!tx.is_closed());
@@ -258,6 +240,24 @@ async fn dropping_the_balancer_stops_its_discovery() {
     tokio::task::yield_now().await;
     assert!(tx.is_closed(), "the discovery task still holds the stream");
 }
+
+/// A round-robin balancer fed by the returned sender, waiting up to `wait`
+/// for an endpoint.
+fn discovering(wait: Duration) -> (Changes, LoadBalanceLayer) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let l = LoadBalanceLayer::new(
+        BalanceConfig {
+            wait_for_endpoints: wait,
+            ..config(Strategy::RoundRobin)
+        },
+        vec![],
+    )
+    .unwrap()
+    .discover(tokio_stream_from(rx));
+    (tx, l)
+}
+
+type Changes = tokio::sync::mpsc::UnboundedSender<Result<Change<String, Endpoint>, Infallible>>;
 
 fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
@@ -356,17 +356,7 @@ fn bad_addresses_and_names() {
 
 #[tokio::test(start_paused = true)]
 async fn a_call_waits_for_an_endpoint_within_its_deadline() {
-    let (tx, rx) =
-        tokio::sync::mpsc::unbounded_channel::<Result<Change<String, Endpoint>, Infallible>>();
-    let l = LoadBalanceLayer::new(
-        BalanceConfig {
-            wait_for_endpoints: Duration::from_secs(2),
-            ..config(Strategy::RoundRobin)
-        },
-        vec![],
-    )
-    .unwrap()
-    .discover(tokio_stream_from(rx));
+    let (tx, l) = discovering(Duration::from_secs(2));
     let svc = l.layer(echo_authority());
     let call = |deadline: Option<Duration>| {
         let mut req = Request::get("http://svc/").body(Body::empty()).unwrap();
