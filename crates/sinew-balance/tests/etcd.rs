@@ -1,11 +1,9 @@
 #![allow(clippy::unwrap_used)]
 //! The etcd registry against a real `etcd` (Debian's `etcd-server`, which
-//! `scripts/test.sh` installs) that each test starts on free loopback ports
-//! and stops afterwards.
+//! `scripts/setup.sh` installs) that each test starts on free loopback ports
+//! and stops afterwards (`support/etcd.rs`).
 #![cfg(feature = "etcd")]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -14,96 +12,9 @@ use sinew_balance::{Endpoint, EtcdDiscovery, Registration};
 use tokio::time::{timeout, Instant};
 use tower::discover::Change;
 
-/// An etcd process with its own data directory.
-struct Etcd {
-    child: Option<Child>,
-    dir: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-impl Etcd {
-    async fn start() -> Etcd {
-        let dir =
-            std::env::temp_dir().join(format!("sinew-etcd-{}-{}", std::process::id(), free_port()));
-        let mut e = Etcd {
-            child: None,
-            dir,
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
-        e.spawn().await;
-        e
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
-    async fn spawn(&mut self) {
-        let client = self.url();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
-            .args(["--name", "sinew-test"])
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("sinew-test={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd is installed (scripts/test.sh installs etcd-server)");
-        self.child = Some(child);
-        // Ready when it answers a read.
-        let started = Instant::now();
-        loop {
-            let ok = async {
-                let mut c = etcd_client::Client::connect([self.url()], None)
-                    .await
-                    .ok()?;
-                c.get("ready", None).await.ok()
-            };
-            if timeout(Duration::from_secs(2), ok)
-                .await
-                .ok()
-                .flatten()
-                .is_some()
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "etcd did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+#[path = "support/etcd.rs"]
+mod support;
+use support::Etcd;
 
 /// The next change, skipping reported errors (a restart reports some).
 async fn next_change(
