@@ -241,6 +241,35 @@ async fn dropping_the_balancer_stops_its_discovery() {
     assert!(tx.is_closed(), "the discovery task still holds the stream");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_removed_endpoint_finishes_its_calls_in_flight_and_gets_no_new_ones() {
+    let (tx, l) = discovering(Duration::ZERO);
+    tx.send(Ok(Change::Insert("a:1".into(), Endpoint::new("a:1"))))
+        .unwrap();
+    tokio::task::yield_now().await;
+    // Every call takes 100 ms.
+    let svc = l.layer(service_fn(|req: Request<Body>| async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, Infallible>(Response::new(req.uri().authority().unwrap().to_string()))
+    }));
+    let call = || {
+        let req = Request::get("http://svc/").body(Body::empty()).unwrap();
+        svc.clone().oneshot(req)
+    };
+    let in_flight = tokio::spawn(call());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    tx.send(Ok(Change::Insert("b:1".into(), Endpoint::new("b:1"))))
+        .unwrap();
+    tx.send(Ok(Change::Remove("a:1".into()))).unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(l.endpoints().len(), 1);
+    let res = in_flight.await.unwrap().unwrap();
+    assert_eq!(res.into_body(), "a:1");
+    for _ in 0..5 {
+        assert_eq!(call().await.unwrap().into_body(), "b:1");
+    }
+}
+
 /// A round-robin balancer fed by the returned sender, waiting up to `wait`
 /// for an endpoint.
 fn discovering(wait: Duration) -> (Changes, LoadBalanceLayer) {
