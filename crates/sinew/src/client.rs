@@ -873,6 +873,21 @@ fn etcd_source(
     if etcd.endpoints.is_empty() {
         return Err("endpoints: list at least one etcd URL".into());
     }
+    for url in &etcd.endpoints {
+        let full = if url.contains("://") {
+            url.clone()
+        } else {
+            format!("http://{url}")
+        };
+        let ok = full
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.authority().is_some() && u.scheme().is_some());
+        if !ok {
+            return Err(format!(
+                "endpoints: {url:?} is not an etcd URL (write http://host:port or host:port)"
+            ));
+        }
+    }
     if etcd.service.is_empty() || etcd.service.contains('/') {
         return Err(format!(
             "service: {:?} is not a service name (non-empty, no '/')",

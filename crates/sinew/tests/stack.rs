@@ -322,10 +322,28 @@ async fn balance_skips_an_endpoint_whose_breaker_is_open() {
 #[cfg(feature = "dns")]
 #[tokio::test]
 async fn balance_config_names_dns_and_rejects_bad_sources() {
-    let who = serve(Router::new().route("/who", get(|| async { "dns" }))).await;
-    let port = who.rsplit(':').next().unwrap();
-    // `localhost` resolves through /etc/hosts; the first call waits for the
-    // first answer instead of failing with no endpoints.
+    // `localhost` may resolve to 127.0.0.1 and ::1: listen on both, on one
+    // port (::1 only where the machine has IPv6 loopback).
+    let app = Router::new().route("/who", get(|| async { "dns" }));
+    let mut port = 0;
+    for _ in 0..20 {
+        let v4 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        port = v4.local_addr().unwrap().port();
+        let v6 = match tokio::net::TcpListener::bind(("::1", port)).await {
+            Ok(v6) => Some(v6),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(_) => None,
+        };
+        if let Some(v6) = v6 {
+            let app = app.clone();
+            tokio::spawn(async move { axum::serve(v6, app).await });
+        }
+        let app = app.clone();
+        tokio::spawn(async move { axum::serve(v4, app).await });
+        break;
+    }
+    // The first call waits for the first answer instead of failing with no
+    // endpoints.
     let client = from_toml(&format!(
         "base_url = \"http://inventory\"\n[balance]\ndns = \"localhost:{port}\"\nwait_for_endpoints = \"2s\"\n"
     ))
@@ -348,6 +366,8 @@ async fn balance_config_names_dns_and_rejects_bad_sources() {
     let slash = "[balance]\netcd = { endpoints = [\"http://127.0.0.1:1\"], service = \"a/b\" }\n";
     if cfg!(feature = "etcd") {
         assert!(err(slash).contains("not a service name"));
+        let url = "[balance]\netcd = { endpoints = [\"http://a b\"], service = \"s\" }\n";
+        assert!(err(url).contains("not an etcd URL"), "{}", err(url));
     }
     assert!(
         err("[balance]\ndns = \"a:1\"\nwait_for_endpoints = \"soon\"\n")
