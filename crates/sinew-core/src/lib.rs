@@ -41,6 +41,8 @@
 pub mod body;
 pub mod classify;
 pub mod clock;
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod headers;

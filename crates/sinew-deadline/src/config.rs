@@ -122,54 +122,10 @@ impl Default for ShedConfig {
     }
 }
 
-/// serde helpers for durations written like `250ms` or `2s`.
+/// serde helpers for durations written like `250ms` or `2s`, and optional
+/// ones (shared with every sinew crate).
 #[cfg(feature = "serde")]
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Write a duration like `250ms`.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Read a duration like `250ms` or `2s`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).map_err(serde::de::Error::custom)
-    }
-
-    /// Parse `250ms`, `2s`, `1m 30s`.
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"250ms\" or \"2s\""))
-    }
-}
-
-/// serde helpers for optional durations.
-#[cfg(feature = "serde")]
-pub mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Write a duration like `250ms` (callers skip `None`).
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::duration::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// Read a duration like `250ms` or `2s`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s = String::deserialize(d)?;
-        super::duration::parse(&s)
-            .map(Some)
-            .map_err(serde::de::Error::custom)
-    }
-}
+pub use sinew_core::config::{duration, opt_duration};
 
 #[cfg(all(test, feature = "serde"))]
 mod tests {

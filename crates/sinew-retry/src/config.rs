@@ -205,53 +205,7 @@ impl HedgeConfig {
     }
 }
 
-/// serde helpers for durations written like `250ms` or `2s`.
+/// serde helpers for durations written like `250ms` or `2s`, and lists of
+/// them (shared with every sinew crate).
 #[cfg(feature = "serde")]
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Write a duration like `250ms`.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Read a duration like `250ms` or `2s`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).map_err(serde::de::Error::custom)
-    }
-
-    /// Parse `250ms`, `2s`, `1m 30s`.
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"250ms\" or \"2s\""))
-    }
-}
-
-/// serde helpers for lists of durations.
-#[cfg(feature = "serde")]
-pub mod durations {
-    use std::time::Duration;
-
-    use serde::ser::SerializeSeq;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Write durations like `["50ms", "100ms"]`.
-    pub fn serialize<S: Serializer>(list: &[Duration], s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(list.len()))?;
-        for d in list {
-            seq.serialize_element(&humantime::format_duration(*d).to_string())?;
-        }
-        seq.end()
-    }
-
-    /// Read durations like `["50ms", "100ms"]`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-        let list = Vec::<String>::deserialize(d)?;
-        list.iter()
-            .map(|s| super::duration::parse(s).map_err(serde::de::Error::custom))
-            .collect()
-    }
-}
+pub use sinew_core::config::{duration, durations};
