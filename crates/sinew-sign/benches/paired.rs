@@ -48,7 +48,7 @@ fn case(name: &'static str, req: http::request::Parts, body: Vec<u8>) -> Case {
         .to_str()
         .unwrap()
         .to_owned();
-    let dict = sfv::Parser::parse_dictionary(input.as_bytes()).unwrap();
+    let dict = sfv::Parser::new(&input).parse::<sfv::Dictionary>().unwrap();
     let sfv::ListEntry::InnerList(inner) = &dict[0] else {
         panic!()
     };

@@ -51,7 +51,7 @@ fn bench_case(c: &mut Criterion, name: &str, req: http::request::Parts, body: Ve
         .to_str()
         .unwrap()
         .to_owned();
-    let list = sfv::Parser::parse_dictionary(input.as_bytes()).unwrap();
+    let list = sfv::Parser::new(&input).parse::<sfv::Dictionary>().unwrap();
     let sfv::ListEntry::InnerList(inner) = &list[0] else {
         panic!()
     };
@@ -88,8 +88,12 @@ fn bench_case(c: &mut Criterion, name: &str, req: http::request::Parts, body: Ve
     let sig = signed.headers["signature"].as_bytes().to_vec();
     g.bench_function("sfv_parse_only", |b| {
         b.iter(|| {
-            let i = sfv::Parser::parse_dictionary(black_box(input.as_bytes())).unwrap();
-            let s = sfv::Parser::parse_dictionary(black_box(&sig)).unwrap();
+            let i = sfv::Parser::new(black_box(&input))
+                .parse::<sfv::Dictionary>()
+                .unwrap();
+            let s = sfv::Parser::new(black_box(&sig))
+                .parse::<sfv::Dictionary>()
+                .unwrap();
             (i, s)
         })
     });

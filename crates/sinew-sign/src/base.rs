@@ -6,11 +6,12 @@ use base64::Engine as _;
 use http::{HeaderMap, Method, StatusCode, Uri};
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use sfv::{
-    BareItem, InnerList, Item, List, ListEntry, Parameters, Parser, RefBareItem, RefDictSerializer,
-    SerializeValue,
+    key_ref, BareItem, DictSerializer, Dictionary, FieldType as _, InnerList, Integer, Item, Key,
+    KeyRef, List, ListEntry, Parameters, Parser, RefBareItem, StringRef,
 };
 
 use crate::component::{Component, FieldOpts, Kind};
+use crate::SF_VERSION;
 
 /// The `application/x-www-form-urlencoded` percent-encode set (RFC 9421
 /// section 2.2.8 re-encodes query parameter names and values with it).
@@ -281,29 +282,28 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 /// Re-serialise a structured field (dictionary, then list, then item), or
 /// one member of a dictionary when `key` is given.
 fn structured(value: &str, key: Option<&str>) -> Option<String> {
+    let parser = || Parser::new(value).with_version(SF_VERSION);
     if let Some(key) = key {
-        let dict = Parser::parse_dictionary(value.as_bytes()).ok()?;
+        let dict: Dictionary = parser().parse().ok()?;
         return match dict.get(key)? {
-            ListEntry::Item(item) => item.serialize_value().ok(),
+            ListEntry::Item(item) => Some(item.serialize()),
             ListEntry::InnerList(inner) => {
                 let list: List = vec![ListEntry::InnerList(inner.clone())];
-                list.serialize_value().ok()
+                list.serialize()
             }
         };
     }
-    if let Ok(d) = Parser::parse_dictionary(value.as_bytes()) {
-        if let Ok(s) = d.serialize_value() {
+    if let Ok(d) = parser().parse::<Dictionary>() {
+        if let Some(s) = d.serialize() {
             return Some(s);
         }
     }
-    if let Ok(l) = Parser::parse_list(value.as_bytes()) {
-        if let Ok(s) = l.serialize_value() {
+    if let Ok(l) = parser().parse::<List>() {
+        if let Some(s) = l.serialize() {
             return Some(s);
         }
     }
-    Parser::parse_item(value.as_bytes())
-        .ok()
-        .and_then(|i| i.serialize_value().ok())
+    parser().parse::<Item>().ok().map(|i| i.serialize())
 }
 
 /// `Some(Ok(value))` for exactly one occurrence of the (encoded) `name`;
@@ -461,30 +461,37 @@ impl SignatureParams {
 
     /// The inner list: components, then `created`, `expires`, `keyid`,
     /// `nonce`, `alg`, `tag` (those that are set), or the list as received.
+    ///
+    /// A parameter that is not a valid structured-field value (a string
+    /// with characters outside printable ASCII, an integer of more than 15
+    /// digits) cannot be represented and is left out;
+    /// [`serialize`](Self::serialize) reports it as an error instead.
     pub fn to_inner_list(&self) -> InnerList {
         if let Some(r) = &self.received {
             return r.clone();
         }
         let items: Vec<Item> = self.components.iter().map(|c| c.item.clone()).collect();
         let mut params = Parameters::new();
-        if let Some(t) = self.created {
-            params.insert("created".into(), BareItem::Integer(t));
-        }
-        if let Some(t) = self.expires {
-            params.insert("expires".into(), BareItem::Integer(t));
-        }
-        if let Some(k) = &self.keyid {
-            params.insert("keyid".into(), BareItem::String(k.clone()));
-        }
-        if let Some(n) = &self.nonce {
-            params.insert("nonce".into(), BareItem::String(n.clone()));
-        }
-        if let Some(a) = &self.alg {
-            params.insert("alg".into(), BareItem::String(a.clone()));
-        }
-        if let Some(t) = &self.tag {
-            params.insert("tag".into(), BareItem::String(t.clone()));
-        }
+        let mut put = |k: &str, v: Option<BareItem>| {
+            if let (Some(v), Ok(k)) = (v, Key::from_string(k.to_owned())) {
+                params.insert(k, v);
+            }
+        };
+        let int = |t: Option<i64>| {
+            t.and_then(|t| Integer::try_from(t).ok())
+                .map(BareItem::Integer)
+        };
+        let string = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|s| StringRef::from_str(s).ok())
+                .map(BareItem::from)
+        };
+        put("created", int(self.created));
+        put("expires", int(self.expires));
+        put("keyid", string(&self.keyid));
+        put("nonce", string(&self.nonce));
+        put("alg", string(&self.alg));
+        put("tag", string(&self.tag));
         InnerList::with_params(items, params)
     }
 
@@ -501,32 +508,32 @@ impl SignatureParams {
     pub(crate) fn write_member(&self, out: &mut String, label: &str) -> Result<(), BaseError> {
         match &self.received {
             Some(r) => {
-                let params: Vec<(&str, RefBareItem<'_>)> = r
+                let params: Vec<(&KeyRef, RefBareItem<'_>)> = r
                     .params
                     .iter()
-                    .map(|(k, v)| (k.as_str(), ref_item(v)))
+                    .map(|(k, v)| (k.as_ref(), RefBareItem::from(v)))
                     .collect();
                 write_signature_input(out, label, &self.components, &params)
             }
             None => {
-                let mut params: Vec<(&str, RefBareItem<'_>)> = Vec::with_capacity(6);
+                let mut params: Vec<(&KeyRef, RefBareItem<'_>)> = Vec::with_capacity(6);
                 if let Some(t) = self.created {
-                    params.push(("created", RefBareItem::Integer(t)));
+                    params.push((key_ref("created"), sf_integer(t)?));
                 }
                 if let Some(t) = self.expires {
-                    params.push(("expires", RefBareItem::Integer(t)));
+                    params.push((key_ref("expires"), sf_integer(t)?));
                 }
                 if let Some(k) = &self.keyid {
-                    params.push(("keyid", RefBareItem::String(k)));
+                    params.push((key_ref("keyid"), sf_string(k)?));
                 }
                 if let Some(n) = &self.nonce {
-                    params.push(("nonce", RefBareItem::String(n)));
+                    params.push((key_ref("nonce"), sf_string(n)?));
                 }
                 if let Some(a) = &self.alg {
-                    params.push(("alg", RefBareItem::String(a)));
+                    params.push((key_ref("alg"), sf_string(a)?));
                 }
                 if let Some(t) = &self.tag {
-                    params.push(("tag", RefBareItem::String(t)));
+                    params.push((key_ref("tag"), sf_string(t)?));
                 }
                 write_signature_input(out, label, &self.components, &params)
             }
@@ -548,13 +555,20 @@ impl SignatureParams {
         let mut p = SignatureParams::new(components);
         for (name, value) in &inner.params {
             let bad = || ParamsError(format!("parameter {name} has the wrong type"));
+            let int = || value.as_integer().map(i64::from).ok_or_else(bad);
+            let string = || {
+                value
+                    .as_string()
+                    .map(|s| s.as_str().to_owned())
+                    .ok_or_else(bad)
+            };
             match name.as_str() {
-                "created" => p.created = Some(value.as_int().ok_or_else(bad)?),
-                "expires" => p.expires = Some(value.as_int().ok_or_else(bad)?),
-                "nonce" => p.nonce = Some(value.as_str().ok_or_else(bad)?.to_owned()),
-                "alg" => p.alg = Some(value.as_str().ok_or_else(bad)?.to_owned()),
-                "keyid" => p.keyid = Some(value.as_str().ok_or_else(bad)?.to_owned()),
-                "tag" => p.tag = Some(value.as_str().ok_or_else(bad)?.to_owned()),
+                "created" => p.created = Some(int()?),
+                "expires" => p.expires = Some(int()?),
+                "nonce" => p.nonce = Some(string()?),
+                "alg" => p.alg = Some(string()?),
+                "keyid" => p.keyid = Some(string()?),
+                "tag" => p.tag = Some(string()?),
                 _ => {} // extension parameters are signed but not interpreted
             }
         }
@@ -628,36 +642,33 @@ pub(crate) fn write_signature_input(
     out: &mut String,
     label: &str,
     components: &[Component],
-    params: &[(&str, RefBareItem<'_>)],
+    params: &[(&KeyRef, RefBareItem<'_>)],
 ) -> Result<(), BaseError> {
-    let err = |e: &str| BaseError::Params(e.to_owned());
-    let mut list = RefDictSerializer::new(out)
-        .open_inner_list(label)
-        .map_err(err)?;
+    let label =
+        KeyRef::from_str(label).map_err(|e| BaseError::Params(format!("label {label:?}: {e}")))?;
+    let mut dict = DictSerializer::with_buffer(out);
+    let mut list = dict.inner_list(label);
     for c in components {
-        list = list
-            .inner_list_bare_item(&RefBareItem::String(c.name()))
-            .map_err(err)?;
-        for (k, v) in &c.item.params {
-            list = list.inner_list_parameter(k, &ref_item(v)).map_err(err)?;
-        }
+        list.bare_item(&c.item.bare_item).parameters(&c.item.params);
     }
-    let mut dict = list.close_inner_list();
-    for (k, v) in params {
-        dict = dict.parameter(k, v).map_err(err)?;
-    }
+    list.finish().parameters(params.iter().copied());
     Ok(())
 }
 
-pub(crate) fn ref_item(b: &BareItem) -> RefBareItem<'_> {
-    match b {
-        BareItem::Decimal(d) => RefBareItem::Decimal(*d),
-        BareItem::Integer(i) => RefBareItem::Integer(*i),
-        BareItem::String(s) => RefBareItem::String(s),
-        BareItem::ByteSeq(b) => RefBareItem::ByteSeq(b),
-        BareItem::Boolean(b) => RefBareItem::Boolean(*b),
-        BareItem::Token(t) => RefBareItem::Token(t),
-    }
+/// `t` as a structured-field integer (at most 15 digits).
+pub(crate) fn sf_integer<'a>(t: i64) -> Result<RefBareItem<'a>, BaseError> {
+    Integer::try_from(t).map(RefBareItem::Integer).map_err(|_| {
+        BaseError::Params(format!(
+            "{t} is not a structured-field integer (at most 15 digits)"
+        ))
+    })
+}
+
+/// `s` as a structured-field string (printable ASCII).
+pub(crate) fn sf_string(s: &str) -> Result<RefBareItem<'_>, BaseError> {
+    StringRef::from_str(s)
+        .map(RefBareItem::String)
+        .map_err(|e| BaseError::Params(format!("{s:?} is not a structured-field string: {e}")))
 }
 
 #[cfg(test)]
@@ -798,8 +809,9 @@ mod tests {
 
     #[test]
     fn params_round_trip_through_sfv() {
-        let list =
-            Parser::parse_list(b"(\"@method\" \"x\";bs);keyid=\"k\";created=5;ext=?1;nonce=\"n\"")
+        let list: List =
+            Parser::new("(\"@method\" \"x\";bs);keyid=\"k\";created=5;ext=?1;nonce=\"n\"")
+                .parse()
                 .unwrap();
         let ListEntry::InnerList(inner) = &list[0] else {
             panic!("inner list expected")

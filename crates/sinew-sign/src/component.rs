@@ -3,7 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sfv::{BareItem, Item, ListEntry, Parser, SerializeValue};
+use sfv::{BareItem, FieldType as _, Item, List, ListEntry, Parser, StringRef};
+
+use crate::SF_VERSION;
 
 /// One covered component: a derived component such as `@method`, or an HTTP
 /// field such as `content-digest`, with its parameters.
@@ -113,14 +115,18 @@ impl Component {
     fn fixed(name: &'static str, kind: Kind) -> Self {
         Component {
             kind,
-            item: Item::new(BareItem::String(name.to_owned())),
+            item: Item::new(StringRef::constant(name)),
             id: format!("\"{name}\""),
         }
     }
 
     /// The component's name (`@method`, `content-type`, …).
     pub fn name(&self) -> &str {
-        self.item.bare_item.as_str().unwrap_or_default()
+        self.item
+            .bare_item
+            .as_string()
+            .map(StringRef::as_str)
+            .unwrap_or_default()
     }
 
     /// Whether this is the `content-digest` field (without parameters).
@@ -145,7 +151,8 @@ impl Component {
     pub(crate) fn from_owned_item(item: Item) -> Result<Self, ComponentError> {
         let name = item
             .bare_item
-            .as_str()
+            .as_string()
+            .map(StringRef::as_str)
             .ok_or_else(|| ComponentError::new("a component identifier must be a string"))?;
         if name.is_empty() {
             return Err(ComponentError::new("empty component name"));
@@ -163,8 +170,8 @@ impl Component {
             match (p.as_str(), v) {
                 ("sf", BareItem::Boolean(true)) => sf = true,
                 ("bs", BareItem::Boolean(true)) => bs = true,
-                ("key", BareItem::String(k)) => key = Some(k.clone()),
-                ("name", BareItem::String(n)) => qname = Some(n.clone()),
+                ("key", BareItem::String(k)) => key = Some(k.as_str().to_owned()),
+                ("name", BareItem::String(n)) => qname = Some(n.as_str().to_owned()),
                 (other, _) => {
                     return Err(ComponentError::new(format!(
                         "unsupported parameter {other:?} on component {name:?}"
@@ -226,8 +233,7 @@ impl Component {
             id.push('"');
             id
         } else {
-            item.serialize_value()
-                .map_err(|e| ComponentError::new(format!("cannot serialise {name:?}: {e}")))?
+            item.serialize()
         };
         Ok(Component { kind, item, id })
     }
@@ -251,7 +257,9 @@ impl Component {
             }
             format!("\"{}\"{rest}", name.to_ascii_lowercase())
         };
-        let item = Parser::parse_item(sf_text.as_bytes())
+        let item: Item = Parser::new(&sf_text)
+            .with_version(SF_VERSION)
+            .parse()
             .map_err(|e| ComponentError::new(format!("invalid component {text:?}: {e}")))?;
         Self::from_item(&item)
     }
@@ -287,7 +295,9 @@ fn is_tchar(b: u8) -> bool {
 pub fn parse_components(text: &str) -> Result<Vec<Component>, ComponentError> {
     let text = text.trim();
     let out: Vec<Component> = if text.starts_with('(') {
-        let list = Parser::parse_list(text.as_bytes())
+        let list: List = Parser::new(text)
+            .with_version(SF_VERSION)
+            .parse()
             .map_err(|e| ComponentError::new(format!("invalid component list: {e}")))?;
         match list.as_slice() {
             [ListEntry::InnerList(inner)] if inner.params.is_empty() => inner

@@ -1,7 +1,9 @@
 //! `Content-Digest` (RFC 9530).
 
 use base64::Engine as _;
-use sfv::{BareItem, ListEntry, Parser};
+use sfv::{BareItem, Dictionary, ListEntry, Parser};
+
+use crate::SF_VERSION;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
@@ -58,7 +60,10 @@ pub(crate) fn check_content_digest(value: &[u8], body: &[u8]) -> DigestCheck {
             };
         }
     }
-    let Ok(dict) = Parser::parse_dictionary(value) else {
+    let Ok(dict) = Parser::new(value)
+        .with_version(SF_VERSION)
+        .parse::<Dictionary>()
+    else {
         return DigestCheck::Malformed;
     };
     let mut checked = false;
@@ -66,7 +71,7 @@ pub(crate) fn check_content_digest(value: &[u8], body: &[u8]) -> DigestCheck {
         let ListEntry::Item(item) = entry else {
             return DigestCheck::Malformed;
         };
-        let BareItem::ByteSeq(expected) = &item.bare_item else {
+        let BareItem::ByteSequence(expected) = &item.bare_item else {
             return DigestCheck::Malformed;
         };
         let ok: bool = match alg.as_str() {

@@ -105,3 +105,8 @@ pub use layer::{HmacSignLayer, VerifySignatureLayer};
 pub use service::{HmacSign, VerifySignature};
 pub use signer::{Signer, ALG_HMAC_SHA256};
 pub use verifier::{VerifiedCaller, Verifier};
+
+/// RFC 9421 is defined over RFC 8941 structured fields: dates and display
+/// strings (RFC 9651) are not accepted in its fields nor in fields covered
+/// with `;sf`/`;key`.
+pub(crate) const SF_VERSION: sfv::Version = sfv::Version::Rfc8941;

@@ -8,17 +8,20 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore as _;
-use sfv::{Dictionary, ListEntry, Parser, RefBareItem, RefDictSerializer, SerializeValue};
+use sfv::{key_ref, DictSerializer, Dictionary, FieldType as _, KeyRef, Parser, RefBareItem};
 use sinew_core::clock::{Clock, SystemClock};
 use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
 };
 
-use crate::base::{build_base, write_signature_input, MessageRef, SignatureParams};
+use crate::base::{
+    build_base, sf_integer, sf_string, write_signature_input, MessageRef, SignatureParams,
+};
 use crate::config::{Profile, SignConfig};
 use crate::digest::content_digest;
 use crate::error::SignError;
 use crate::key::SecretKey;
+use crate::SF_VERSION;
 
 /// The algorithm name of RFC 9421's HMAC-SHA256.
 pub const ALG_HMAC_SHA256: &str = "hmac-sha256";
@@ -88,14 +91,11 @@ impl Signer {
                     Some(t) => probe.tag(t.clone()),
                     None => probe,
                 };
-                let mut dict = Dictionary::new();
-                dict.insert(
-                    config.label.clone(),
-                    ListEntry::InnerList(probe.to_inner_list()),
-                );
-                dict.serialize_value().map_err(|e| {
-                    SignError::Config(format!("label, key id or tag cannot be serialised: {e}"))
-                })?;
+                probe
+                    .write_member(&mut String::new(), &config.label)
+                    .map_err(|e| {
+                        SignError::Config(format!("label, key id or tag cannot be serialised: {e}"))
+                    })?;
             }
             Profile::Legacy => {
                 service_id = Some(HeaderValue::from_str(&config.key_id).map_err(|_| {
@@ -162,8 +162,8 @@ impl Signer {
         }
         let created = i64::try_from(now).unwrap_or(i64::MAX);
         let nonce = cfg.nonce.then(fresh_nonce);
-        let mut params: Vec<(&str, RefBareItem<'_>)> = Vec::with_capacity(6);
-        params.push(("created", RefBareItem::Integer(created)));
+        let mut params: Vec<(&KeyRef, RefBareItem<'_>)> = Vec::with_capacity(6);
+        params.push((key_ref("created"), sf_integer(created)?));
         let expires = match (cfg.expires_at, cfg.expires_in) {
             (Some(at), _) => Some(i64::try_from(at).unwrap_or(i64::MAX)),
             (None, Some(d)) => {
@@ -172,17 +172,17 @@ impl Signer {
             (None, None) => None,
         };
         if let Some(e) = expires {
-            params.push(("expires", RefBareItem::Integer(e)));
+            params.push((key_ref("expires"), sf_integer(e)?));
         }
-        params.push(("keyid", RefBareItem::String(&cfg.key_id)));
+        params.push((key_ref("keyid"), sf_string(&cfg.key_id)?));
         if let Some(n) = &nonce {
-            params.push(("nonce", RefBareItem::String(n)));
+            params.push((key_ref("nonce"), sf_string(n)?));
         }
         if cfg.alg {
-            params.push(("alg", RefBareItem::String(ALG_HMAC_SHA256)));
+            params.push((key_ref("alg"), sf_string(ALG_HMAC_SHA256)?));
         }
         if let Some(t) = &cfg.tag {
-            params.push(("tag", RefBareItem::String(t)));
+            params.push((key_ref("tag"), sf_string(t)?));
         }
         let mut input = String::with_capacity(192);
         write_signature_input(&mut input, &cfg.label, &cfg.components, &params)?;
@@ -190,10 +190,10 @@ impl Signer {
         let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
         let base = build_base(&message, &cfg.components, params_value)?;
         let mac = self.inner.key.hmac_sha256(base.as_bytes());
-        let mut signature = String::with_capacity(cfg.label.len() + 48);
-        RefDictSerializer::new(&mut signature)
-            .bare_item_member(&cfg.label, &RefBareItem::ByteSeq(&mac))
+        let label = KeyRef::from_str(&cfg.label)
             .map_err(|e| SignError::Config(format!("cannot serialise the signature: {e}")))?;
+        let mut signature = String::with_capacity(cfg.label.len() + 48);
+        DictSerializer::with_buffer(&mut signature).bare_item(label, &mac[..]);
         tracing::debug!(
             key_id = %cfg.key_id,
             label = %cfg.label,
@@ -253,14 +253,12 @@ fn set_member(
         return Ok(());
     }
     let joined = existing.join(&b", "[..]);
-    let mut dict = Parser::parse_dictionary(&joined).unwrap_or_default();
+    let mut dict: Dictionary = Parser::new(&joined)
+        .with_version(SF_VERSION)
+        .parse()
+        .unwrap_or_default();
     dict.shift_remove(label);
-    let mut text = if dict.is_empty() {
-        String::new()
-    } else {
-        dict.serialize_value()
-            .map_err(|e| SignError::Config(format!("cannot serialise {name}: {e}")))?
-    };
+    let mut text = dict.serialize().unwrap_or_default();
     if !text.is_empty() {
         text.push_str(", ");
     }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use sfv::{BareItem, ListEntry, Parser};
+use sfv::{BareItem, Dictionary, ListEntry, Parser};
 use sinew_core::clock::{Clock, SystemClock};
 use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
@@ -20,6 +20,7 @@ use crate::error::{Rejection, RejectionKind};
 use crate::key::KeyStore;
 use crate::replay::{ReplayCache, ReplayError};
 use crate::signer::ALG_HMAC_SHA256;
+use crate::SF_VERSION;
 
 /// Who signed a verified request. The verify layer inserts it into the
 /// request's extensions so handlers can authorise by caller.
@@ -273,10 +274,15 @@ impl Verifier {
         let sigs = joined(&parts.headers, SIGNATURE).ok_or_else(|| {
             Rejection::new(RejectionKind::MissingSignature, "no Signature header")
         })?;
-        let mut inputs = Parser::parse_dictionary(&inputs).map_err(|_| {
-            malformed("Signature-Input is not a valid structured dictionary".into())
-        })?;
-        let mut sigs = Parser::parse_dictionary(&sigs)
+        let mut inputs: Dictionary = Parser::new(&*inputs)
+            .with_version(SF_VERSION)
+            .parse()
+            .map_err(|_| {
+                malformed("Signature-Input is not a valid structured dictionary".into())
+            })?;
+        let mut sigs: Dictionary = Parser::new(&*sigs)
+            .with_version(SF_VERSION)
+            .parse()
             .map_err(|_| malformed("Signature is not a valid structured dictionary".into()))?;
         let (label, input) = match &cfg.label {
             Some(l) => match inputs.shift_remove(l.as_str()) {
@@ -289,7 +295,7 @@ impl Verifier {
                 }
             },
             None => match inputs.shift_remove_index(0) {
-                Some((l, i)) => (l, i),
+                Some((l, i)) => (l.into(), i),
                 None => {
                     return Err(Rejection::new(
                         RejectionKind::MissingSignature,
@@ -305,7 +311,7 @@ impl Verifier {
         };
         let mac = match sigs.shift_remove(label.as_str()) {
             Some(ListEntry::Item(item)) => match item.bare_item {
-                BareItem::ByteSeq(b) => b,
+                BareItem::ByteSequence(b) => b,
                 _ => {
                     return Err(malformed(format!(
                         "Signature member {label:?} is not a byte sequence"
