@@ -82,15 +82,15 @@ pub(crate) fn status(status: StatusCode) -> SharedString {
 }
 
 /// The peer of a client request: host, port and scheme, from the URI, else
-/// from the `Host` header.
-pub(crate) struct Peer {
-    pub(crate) address: String,
+/// from the `Host` header (borrowed from the request).
+pub(crate) struct Peer<'a> {
+    pub(crate) address: &'a str,
     pub(crate) port: u16,
     pub(crate) scheme: &'static str,
 }
 
-impl Peer {
-    pub(crate) fn of<B>(req: &Request<B>) -> Peer {
+impl<'a> Peer<'a> {
+    pub(crate) fn of<B>(req: &'a Request<B>) -> Peer<'a> {
         let uri = req.uri();
         let scheme = match uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("https") => "https",
@@ -99,7 +99,7 @@ impl Peer {
         let default_port = if scheme == "https" { 443 } else { 80 };
         if let Some(host) = uri.host() {
             return Peer {
-                address: host.to_owned(),
+                address: host,
                 port: uri.port_u16().unwrap_or(default_port),
                 scheme,
             };
@@ -108,15 +108,15 @@ impl Peer {
             .headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<http::uri::Authority>().ok());
+            .and_then(|v| authority(v).map(|host| (v, host)));
         match from_header {
-            Some(authority) => Peer {
-                address: authority.host().to_owned(),
-                port: authority.port_u16().unwrap_or(default_port),
+            Some((value, (host, port))) => Peer {
+                address: &value[host],
+                port: port.unwrap_or(default_port),
                 scheme,
             },
             None => Peer {
-                address: String::from("unknown"),
+                address: "unknown",
                 port: default_port,
                 scheme,
             },
@@ -130,6 +130,18 @@ impl Peer {
     }
 }
 
+/// Where the host is in a `Host` header value, and its port: the value must
+/// parse as an [`Authority`](http::uri::Authority) (whose `host()` is a
+/// prefix of the value, after any userinfo).
+fn authority(value: &str) -> Option<(std::ops::Range<usize>, Option<u16>)> {
+    let authority = value.parse::<http::uri::Authority>().ok()?;
+    let host = authority.host();
+    let start = value.rfind('@').map_or(0, |at| at + 1);
+    value[start..]
+        .starts_with(host)
+        .then(|| (start..start + host.len(), authority.port_u16()))
+}
+
 /// The port as a label value.
 pub(crate) fn port(port: u16) -> SharedString {
     match port {
@@ -140,27 +152,33 @@ pub(crate) fn port(port: u16) -> SharedString {
     }
 }
 
+/// The longest client name kept by [`client_name`].
+pub(crate) const CLIENT_NAME_MAX: usize = 64;
+
 /// A client name from a header, as aio-request's `request_client` label:
-/// lower-cased; anything that is not a short token of `[a-z0-9._-]` is
-/// `other`, so a peer cannot create series at will.
-pub(crate) fn client_name(value: Option<&http::HeaderValue>) -> SharedString {
+/// lower-cased (into `buf`); anything that is not a short token of
+/// `[a-z0-9._-]` is `other`, so a peer cannot create series at will.
+pub(crate) fn client_name<'a>(
+    value: Option<&http::HeaderValue>,
+    buf: &'a mut [u8; CLIENT_NAME_MAX],
+) -> &'a str {
     let Some(value) = value else {
-        return SharedString::const_str("unknown");
+        return "unknown";
     };
     let bytes = value.as_bytes().trim_ascii();
     let ok = !bytes.is_empty()
-        && bytes.len() <= 64
+        && bytes.len() <= CLIENT_NAME_MAX
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !ok {
-        return SharedString::const_str("other");
+        return "other";
     }
-    let lower: String = bytes
-        .iter()
-        .map(|b| char::from(b.to_ascii_lowercase()))
-        .collect();
-    SharedString::from(lower)
+    let out = &mut buf[..bytes.len()];
+    for (o, b) in out.iter_mut().zip(bytes) {
+        *o = b.to_ascii_lowercase();
+    }
+    std::str::from_utf8(out).unwrap_or("other")
 }
 
 #[cfg(test)]
@@ -171,19 +189,16 @@ mod tests {
     fn peer_from_uri_and_host() {
         let req = Request::get("http://example.com/a").body(()).unwrap();
         let p = Peer::of(&req);
-        assert_eq!(
-            (p.address.as_str(), p.port, p.scheme),
-            ("example.com", 80, "http")
-        );
+        assert_eq!((p.address, p.port, p.scheme), ("example.com", 80, "http"));
         let req = Request::get("https://[::1]:8443/a").body(()).unwrap();
         let p = Peer::of(&req);
-        assert_eq!((p.address.as_str(), p.port), ("[::1]", 8443));
+        assert_eq!((p.address, p.port), ("[::1]", 8443));
         let req = Request::get("/a")
             .header("host", "svc:81")
             .body(())
             .unwrap();
         let p = Peer::of(&req);
-        assert_eq!((p.address.as_str(), p.port), ("svc", 81));
+        assert_eq!((p.address, p.port), ("svc", 81));
         assert_eq!(p.endpoint(), "http://svc:81");
         let req = Request::get("/a")
             .header("host", "bad host")
@@ -197,11 +212,16 @@ mod tests {
         assert_eq!(method(&Method::from_bytes(b"BREW").unwrap()), "_OTHER");
         assert_eq!(&*status(StatusCode::IM_A_TEAPOT), "418");
         assert_eq!(&*status(StatusCode::OK), "200");
+        let mut buf = [0; CLIENT_NAME_MAX];
         let v = http::HeaderValue::from_static("Orders-Service");
-        assert_eq!(&*client_name(Some(&v)), "orders-service");
+        assert_eq!(client_name(Some(&v), &mut buf), "orders-service");
         let v = http::HeaderValue::from_static("a b");
-        assert_eq!(&*client_name(Some(&v)), "other");
-        assert_eq!(&*client_name(None), "unknown");
+        assert_eq!(client_name(Some(&v), &mut buf), "other");
+        assert_eq!(client_name(None, &mut buf), "unknown");
+        let long = http::HeaderValue::from_str(&"a".repeat(CLIENT_NAME_MAX)).unwrap();
+        assert_eq!(client_name(Some(&long), &mut buf).len(), CLIENT_NAME_MAX);
+        let longer = http::HeaderValue::from_str(&"a".repeat(CLIENT_NAME_MAX + 1)).unwrap();
+        assert_eq!(client_name(Some(&longer), &mut buf), "other");
         assert_eq!(&*port(9000), "9000");
     }
 }

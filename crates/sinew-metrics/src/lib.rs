@@ -140,6 +140,7 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
 
+mod cache;
 pub mod client;
 pub mod config;
 mod labels;

@@ -3,7 +3,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use http::Response;
-use metrics::{Gauge, Label, SharedString};
 use pin_project_lite::pin_project;
 use sinew_core::classify::{failure_kind_of, Classification, FailureKind};
 use sinew_core::headers::X_CIRCUIT_BREAKER;
@@ -11,8 +10,8 @@ use sinew_core::{BoxError, Classifier};
 use tokio::time::Instant;
 use tracing::Span;
 
+use crate::cache::{Handles, Outcome, Value};
 use crate::config::{Naming, Scope};
-use crate::labels;
 use crate::names;
 
 pin_project! {
@@ -78,14 +77,19 @@ pub(crate) struct Recording {
     pub(crate) naming: Naming,
     pub(crate) scope: Scope,
     pub(crate) classifier: Classifier,
-    pub(crate) labels: Vec<Label>,
-    pub(crate) active: Option<Gauge>,
+    pub(crate) handles: Handles,
     pub(crate) span: Span,
     pub(crate) done: bool,
 }
 
-const TRUE: SharedString = SharedString::const_str("True");
-const FALSE: SharedString = SharedString::const_str("False");
+/// aio-request's `circuit_breaker` label value.
+fn flag(yes: bool) -> &'static str {
+    if yes {
+        "True"
+    } else {
+        "False"
+    }
+}
 
 impl Recording {
     fn response<B>(&mut self, response: &Response<B>) {
@@ -94,25 +98,22 @@ impl Recording {
             Classification::Success => None,
             Classification::Failure(kind) => Some(kind.as_str()),
         };
+        let mut outcome = Outcome::default();
         match self.naming {
             Naming::Otel => {
-                self.labels.push(Label::new(
+                outcome.push(
                     names::HTTP_RESPONSE_STATUS_CODE,
-                    labels::status(status),
-                ));
+                    Value::Status(status.as_u16()),
+                );
                 if let Some(e) = error_type {
-                    self.labels.push(Label::new(names::ERROR_TYPE, e));
+                    outcome.push(names::ERROR_TYPE, Value::Str(e));
                 }
             }
             Naming::AioRequest => {
-                self.labels
-                    .push(Label::new("response_status", labels::status(status)));
+                outcome.push("response_status", Value::Status(status.as_u16()));
                 if self.scope == Scope::Call {
                     let breaker = response.headers().contains_key(X_CIRCUIT_BREAKER);
-                    self.labels.push(Label::new(
-                        "circuit_breaker",
-                        if breaker { TRUE } else { FALSE },
-                    ));
+                    outcome.push("circuit_breaker", Value::Str(flag(breaker)));
                 }
             }
         }
@@ -122,71 +123,55 @@ impl Recording {
             self.span.record("error.type", e);
         }
         tracing::debug!(parent: &self.span, status = status.as_u16(), error.type = error_type, "http client response");
-        self.finish();
+        self.finish(outcome);
     }
 
     fn error(&mut self, error: &(dyn std::error::Error + 'static)) {
         let kind = failure_kind_of(error);
+        let mut outcome = Outcome::default();
         match self.naming {
-            Naming::Otel => self
-                .labels
-                .push(Label::new(names::ERROR_TYPE, kind.as_str())),
+            Naming::Otel => outcome.push(names::ERROR_TYPE, Value::Str(kind.as_str())),
             Naming::AioRequest => {
                 // aio-request answers a timeout with 408, an open breaker
                 // with a 502 marked X-Circuit-Breaker, and anything else
                 // (network errors, cancellation) with 499.
                 let status = match kind {
-                    FailureKind::Timeout => "408",
-                    FailureKind::CircuitOpen => "502",
-                    _ => "499",
+                    FailureKind::Timeout => 408,
+                    FailureKind::CircuitOpen => 502,
+                    _ => 499,
                 };
-                self.labels.push(Label::new(
-                    "response_status",
-                    SharedString::const_str(status),
-                ));
+                outcome.push("response_status", Value::Status(status));
                 if self.scope == Scope::Call {
                     let breaker = kind == FailureKind::CircuitOpen;
-                    self.labels.push(Label::new(
-                        "circuit_breaker",
-                        if breaker { TRUE } else { FALSE },
-                    ));
+                    outcome.push("circuit_breaker", Value::Str(flag(breaker)));
                 }
             }
         }
         self.span.record("error.type", kind.as_str());
         tracing::debug!(parent: &self.span, error = %error, error.type = kind.as_str(), "http client call failed");
-        self.finish();
+        self.finish(outcome);
     }
 
     fn cancelled(&mut self) {
+        let mut outcome = Outcome::default();
         match self.naming {
-            Naming::Otel => self.labels.push(Label::new(names::ERROR_TYPE, CANCELLED)),
+            Naming::Otel => outcome.push(names::ERROR_TYPE, Value::Str(CANCELLED)),
             Naming::AioRequest => {
-                self.labels.push(Label::new(
-                    "response_status",
-                    SharedString::const_str("499"),
-                ));
+                outcome.push("response_status", Value::Status(499));
                 if self.scope == Scope::Call {
-                    self.labels.push(Label::new("circuit_breaker", FALSE));
+                    outcome.push("circuit_breaker", Value::Str(flag(false)));
                 }
             }
         }
         self.span.record("error.type", CANCELLED);
         tracing::debug!(parent: &self.span, "http client call cancelled");
-        self.finish();
+        self.finish(outcome);
     }
 
-    fn finish(&mut self) {
+    fn finish(&mut self, outcome: Outcome) {
         self.done = true;
         let seconds = self.start.elapsed().as_secs_f64();
-        let name = match (self.naming, self.scope) {
-            (Naming::Otel, Scope::Call) => names::HTTP_CLIENT_REQUEST_DURATION,
-            (Naming::Otel, Scope::Attempt) => names::HTTP_CLIENT_ATTEMPT_DURATION,
-            (Naming::AioRequest, Scope::Call) => names::AIO_REQUEST_LATENCY,
-            (Naming::AioRequest, Scope::Attempt) => names::AIO_REQUEST_TRANSPORT_LATENCY,
-        };
-        let labels = std::mem::take(&mut self.labels);
-        metrics::histogram!(name, labels).record(seconds);
+        self.handles.record(&outcome, seconds);
     }
 }
 
@@ -198,8 +183,6 @@ impl Drop for Recording {
         if !self.done {
             self.cancelled();
         }
-        if let Some(gauge) = self.active.take() {
-            gauge.decrement(1.0);
-        }
+        self.handles.release();
     }
 }

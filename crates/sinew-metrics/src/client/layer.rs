@@ -1,7 +1,10 @@
+use std::sync::Arc;
+
 use sinew_core::Classifier;
 use tower::Layer;
 
 use super::Metrics;
+use crate::cache::SeriesCache;
 use crate::config::{MetricsConfig, Naming, Scope};
 
 /// Records client calls: a duration histogram, an in-flight gauge, a
@@ -30,6 +33,10 @@ pub struct MetricsLayer {
     pub(crate) naming: Naming,
     pub(crate) classifier: Classifier,
     pub(crate) propagate: bool,
+    /// Metric handles per label set, shared by clones. Keyed by the metric
+    /// name and every label value, so clones configured differently can
+    /// share it.
+    pub(crate) cache: Arc<SeriesCache>,
 }
 
 impl Default for MetricsLayer {
@@ -39,6 +46,7 @@ impl Default for MetricsLayer {
             naming: Naming::Otel,
             classifier: Classifier::default(),
             propagate: true,
+            cache: Arc::default(),
         }
     }
 }

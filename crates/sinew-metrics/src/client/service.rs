@@ -9,6 +9,7 @@ use tower::Service;
 
 use super::future::{Recording, ResponseFuture};
 use super::MetricsLayer;
+use crate::cache::{Handles, PortStr};
 use crate::config::{Naming, Scope};
 use crate::labels::{self, PathTemplate, Peer};
 use crate::names;
@@ -64,6 +65,27 @@ fn trace_of<B>(req: &mut Request<B>) -> TraceParent {
     tp
 }
 
+/// The OpenTelemetry labels of a client request.
+fn otel_labels(method: &'static str, peer: &Peer<'_>) -> Vec<Label> {
+    vec![
+        Label::new(names::HTTP_REQUEST_METHOD, method),
+        Label::new(names::SERVER_ADDRESS, peer.address.to_owned()),
+        Label::new(names::SERVER_PORT, labels::port(peer.port)),
+    ]
+}
+
+impl MetricsLayer {
+    /// The duration histogram this layer records.
+    fn histogram_name(&self) -> &'static str {
+        match (self.naming, self.scope) {
+            (Naming::Otel, Scope::Call) => names::HTTP_CLIENT_REQUEST_DURATION,
+            (Naming::Otel, Scope::Attempt) => names::HTTP_CLIENT_ATTEMPT_DURATION,
+            (Naming::AioRequest, Scope::Call) => names::AIO_REQUEST_LATENCY,
+            (Naming::AioRequest, Scope::Attempt) => names::AIO_REQUEST_TRANSPORT_LATENCY,
+        }
+    }
+}
+
 impl<S, B, ResB> Service<Request<B>> for Metrics<S>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
@@ -93,34 +115,49 @@ where
 
         let peer = Peer::of(&req);
         let method = labels::method(req.method());
-        let template = req.extensions().get::<PathTemplate>().cloned();
-
-        let otel_base = || {
-            vec![
-                Label::new(names::HTTP_REQUEST_METHOD, method),
-                Label::new(names::SERVER_ADDRESS, peer.address.clone()),
-                Label::new(names::SERVER_PORT, labels::port(peer.port)),
-            ]
-        };
-        let labels = match layer.naming {
-            Naming::Otel => otel_base(),
+        let template = req.extensions().get::<PathTemplate>();
+        let name = layer.histogram_name();
+        let port = PortStr::new(peer.port);
+        let handles = match layer.naming {
+            Naming::Otel => Handles::resolve(
+                &layer.cache,
+                &[name, method, peer.address, port.as_str()],
+                start.into_std(),
+                name,
+                || {
+                    let base = otel_labels(method, &peer);
+                    let gauge = (layer.scope == Scope::Call)
+                        .then(|| (names::HTTP_CLIENT_ACTIVE_REQUESTS, base.clone()));
+                    (base, gauge)
+                },
+            ),
             Naming::AioRequest => {
-                let path = match &template {
-                    Some(t) => t.0.clone(),
-                    None => req.uri().path().to_owned().into(),
+                let path = match template {
+                    Some(t) => t.as_str(),
+                    None => req.uri().path(),
                 };
-                vec![
-                    Label::new("request_endpoint", peer.endpoint()),
-                    Label::new("request_method", method),
-                    Label::new("request_path", path),
-                ]
+                Handles::resolve(
+                    &layer.cache,
+                    &[name, method, peer.scheme, peer.address, port.as_str(), path],
+                    start.into_std(),
+                    name,
+                    || {
+                        let base = vec![
+                            Label::new("request_endpoint", peer.endpoint()),
+                            Label::new("request_method", method),
+                            Label::new("request_path", path.to_owned()),
+                        ];
+                        let gauge = (layer.scope == Scope::Call).then(|| {
+                            (
+                                names::HTTP_CLIENT_ACTIVE_REQUESTS,
+                                otel_labels(method, &peer),
+                            )
+                        });
+                        (base, gauge)
+                    },
+                )
             }
         };
-        let active = (layer.scope == Scope::Call).then(|| {
-            let gauge = metrics::gauge!(names::HTTP_CLIENT_ACTIVE_REQUESTS, otel_base());
-            gauge.increment(1.0);
-            gauge
-        });
 
         let span = tracing::info_span!(
             "http.client",
@@ -130,7 +167,7 @@ where
             server.address = %peer.address,
             server.port = peer.port,
             url.path = req.uri().path(),
-            url.template = template.as_ref().map(|t| t.as_str()),
+            url.template = template.map(|t| t.as_str()),
             sinew.scope = layer.scope.as_str(),
             trace_id = %TraceIdDisplay(&trace),
             span_id = %crate::trace::SpanIdDisplay(span_id),
@@ -148,8 +185,7 @@ where
                 naming: layer.naming,
                 scope: layer.scope,
                 classifier: layer.classifier.clone(),
-                labels,
-                active,
+                handles,
                 span,
                 done: false,
             },

@@ -3,7 +3,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use http::{Response, StatusCode};
-use metrics::{Gauge, Label, SharedString};
 use pin_project_lite::pin_project;
 use sinew_core::CallContext;
 use tokio::task::futures::TaskLocalFuture;
@@ -11,8 +10,8 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use super::body::MetricsBody;
+use crate::cache::{Handles, Outcome, Value};
 use crate::config::Naming;
-use crate::labels;
 use crate::names;
 
 pin_project! {
@@ -83,26 +82,20 @@ where
 pub(crate) struct ServerRecording {
     start: Instant,
     naming: Naming,
-    labels: Vec<Label>,
-    active: Option<Gauge>,
+    handles: Handles,
+    outcome: Outcome,
     pub(crate) span: Span,
     has_status: bool,
     done: bool,
 }
 
 impl ServerRecording {
-    pub(crate) fn new(
-        start: Instant,
-        naming: Naming,
-        labels: Vec<Label>,
-        active: Gauge,
-        span: Span,
-    ) -> Self {
+    pub(crate) fn new(start: Instant, naming: Naming, handles: Handles, span: Span) -> Self {
         ServerRecording {
             start,
             naming,
-            labels,
-            active: Some(active),
+            handles,
+            outcome: Outcome::default(),
             span,
             has_status: false,
             done: false,
@@ -111,18 +104,17 @@ impl ServerRecording {
 
     fn status(&mut self, status: StatusCode) {
         self.has_status = true;
-        let value = labels::status(status);
+        let value = Value::Status(status.as_u16());
         match self.naming {
             Naming::Otel => {
-                self.labels
-                    .push(Label::new(names::HTTP_RESPONSE_STATUS_CODE, value.clone()));
+                self.outcome.push(names::HTTP_RESPONSE_STATUS_CODE, value);
                 // OpenTelemetry: a server 5xx is an error, error.type = the code.
                 if status.is_server_error() {
-                    self.labels.push(Label::new(names::ERROR_TYPE, value));
+                    self.outcome.push(names::ERROR_TYPE, value);
                     self.span.record("error.type", status.as_str());
                 }
             }
-            Naming::AioRequest => self.labels.push(Label::new("response_status", value)),
+            Naming::AioRequest => self.outcome.push("response_status", value),
         }
         self.span
             .record("http.response.status_code", status.as_u16());
@@ -130,27 +122,25 @@ impl ServerRecording {
 
     /// The inner service failed: no response at all.
     fn failed(&mut self) {
-        self.outcome_without_status("500", OTHER);
+        self.outcome_without_status(500, OTHER);
         tracing::debug!(parent: &self.span, "http server: inner service failed");
         self.finish();
     }
 
-    fn outcome_without_status(&mut self, aio_status: &'static str, error_type: &'static str) {
+    fn outcome_without_status(&mut self, aio_status: u16, error_type: &'static str) {
         match self.naming {
-            Naming::Otel => self.labels.push(Label::new(names::ERROR_TYPE, error_type)),
-            Naming::AioRequest => self.labels.push(Label::new(
-                "response_status",
-                SharedString::const_str(aio_status),
-            )),
+            Naming::Otel => self.outcome.push(names::ERROR_TYPE, Value::Str(error_type)),
+            Naming::AioRequest => self
+                .outcome
+                .push("response_status", Value::Status(aio_status)),
         }
         self.span.record("error.type", error_type);
     }
 
     /// The response body failed after the headers were sent.
     pub(crate) fn body_failed(&mut self) {
-        if self.naming == Naming::Otel && !self.labels.iter().any(|l| l.key() == names::ERROR_TYPE)
-        {
-            self.labels.push(Label::new(names::ERROR_TYPE, BODY_ERROR));
+        if self.naming == Naming::Otel && !self.outcome.has(names::ERROR_TYPE) {
+            self.outcome.push(names::ERROR_TYPE, Value::Str(BODY_ERROR));
         }
         self.span.record("error.type", BODY_ERROR);
         tracing::debug!(parent: &self.span, "http server: response body failed");
@@ -163,15 +153,8 @@ impl ServerRecording {
         }
         self.done = true;
         let seconds = self.start.elapsed().as_secs_f64();
-        let name = match self.naming {
-            Naming::Otel => names::HTTP_SERVER_REQUEST_DURATION,
-            Naming::AioRequest => names::AIO_REQUEST_SERVER_LATENCY,
-        };
-        let labels = std::mem::take(&mut self.labels);
-        metrics::histogram!(name, labels).record(seconds);
-        if let Some(gauge) = self.active.take() {
-            gauge.decrement(1.0);
-        }
+        self.handles.record(&self.outcome, seconds);
+        self.handles.release();
     }
 }
 
@@ -188,7 +171,7 @@ impl Drop for ServerRecording {
     fn drop(&mut self) {
         if !self.done {
             if !self.has_status {
-                self.outcome_without_status("499", CANCELLED);
+                self.outcome_without_status(499, CANCELLED);
             }
             self.finish();
         }

@@ -6,6 +6,7 @@ use http::HeaderName;
 use tower::Layer;
 
 use super::ServerMetrics;
+use crate::cache::SeriesCache;
 use crate::config::Naming;
 
 /// A function that names the route of a request (`/users/{id}`), or `None`
@@ -46,6 +47,9 @@ pub struct ServerMetricsLayer {
     pub(crate) url_scheme: &'static str,
     pub(crate) accept_trace: bool,
     pub(crate) client_header: HeaderName,
+    /// Metric handles per label set, shared by clones; keyed by the metric
+    /// name and every label value.
+    pub(crate) cache: Arc<SeriesCache>,
 }
 
 impl fmt::Debug for ServerMetricsLayer {
@@ -68,6 +72,7 @@ impl Default for ServerMetricsLayer {
             url_scheme: "http",
             accept_trace: true,
             client_header: HeaderName::from_static("x-service-name"),
+            cache: Arc::default(),
         }
     }
 }

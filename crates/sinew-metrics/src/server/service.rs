@@ -1,7 +1,9 @@
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use metrics::{Label, SharedString};
+use std::borrow::Cow;
+
+use metrics::Label;
 use sinew_core::CallContext;
 use tokio::time::Instant;
 use tower::Service;
@@ -9,6 +11,7 @@ use tower::Service;
 use super::body::MetricsBody;
 use super::future::{ResponseFuture, ServerRecording};
 use super::ServerMetricsLayer;
+use crate::cache::Handles;
 use crate::config::Naming;
 use crate::labels::{self, PathTemplate};
 use crate::names;
@@ -47,19 +50,40 @@ impl<S> ServerMetrics<S> {
 }
 
 impl ServerMetricsLayer {
-    fn route_of(&self, parts: &http::request::Parts) -> SharedString {
+    /// The route label: borrowed from the request unless a route function
+    /// made it.
+    fn route_of<'a>(&self, parts: &'a http::request::Parts) -> Cow<'a, str> {
         if let Some(route) = self.route.as_ref().and_then(|f| f(parts)) {
-            return route.into();
+            return route;
         }
         if let Some(t) = parts.extensions.get::<PathTemplate>() {
-            return t.0.clone().into();
+            return Cow::Borrowed(t.as_str());
         }
         #[cfg(feature = "axum")]
         if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
-            return SharedString::from(m.as_str().to_owned());
+            return Cow::Borrowed(m.as_str());
         }
-        SharedString::const_str(names::UNMATCHED_ROUTE)
+        Cow::Borrowed(names::UNMATCHED_ROUTE)
     }
+
+    /// The duration histogram this layer records.
+    fn histogram_name(&self) -> &'static str {
+        match self.naming {
+            Naming::Otel => names::HTTP_SERVER_REQUEST_DURATION,
+            Naming::AioRequest => names::AIO_REQUEST_SERVER_LATENCY,
+        }
+    }
+}
+
+/// The in-flight gauge of server requests and its labels.
+fn active_gauge(method: &'static str, scheme: &'static str) -> (&'static str, Vec<Label>) {
+    (
+        names::HTTP_SERVER_ACTIVE_REQUESTS,
+        vec![
+            Label::new(names::HTTP_REQUEST_METHOD, method),
+            Label::new(names::URL_SCHEME, scheme),
+        ],
+    )
 }
 
 impl<S, B, ResB> Service<Request<B>> for ServerMetrics<S>
@@ -78,11 +102,9 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let layer = &self.layer;
-        let (parts, body) = req.into_parts();
-        let route = layer.route_of(&parts);
-        let mut req = Request::from_parts(parts, body);
-        let method = labels::method(req.method());
-        let scheme = match req.uri().scheme_str() {
+        let (mut parts, body) = req.into_parts();
+        let method = labels::method(&parts.method);
+        let scheme = match parts.uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("https") => "https",
             Some(s) if s.eq_ignore_ascii_case("http") => "http",
             _ => layer.url_scheme,
@@ -90,9 +112,9 @@ where
 
         // The call context: merge with what an outer layer stored, set the
         // trace, and make it ambient for the handler.
-        let existing = req.extensions().get::<CallContext>().copied();
+        let existing = parts.extensions.get::<CallContext>().copied();
         let inbound = if layer.accept_trace {
-            trace::inbound(req.headers())
+            trace::inbound(&parts.headers)
         } else {
             Inbound::Absent
         };
@@ -109,51 +131,72 @@ where
                 .unwrap_or_else(trace::new_root),
         };
         let ctx = existing.unwrap_or_default().with_trace(trace);
-        req.extensions_mut().insert(ctx);
 
-        let labels = match layer.naming {
-            Naming::Otel => vec![
-                Label::new(names::HTTP_REQUEST_METHOD, method),
-                Label::new(names::URL_SCHEME, scheme),
-                Label::new(names::HTTP_ROUTE, route.clone()),
-            ],
-            Naming::AioRequest => vec![
-                Label::new(
-                    "request_client",
-                    labels::client_name(req.headers().get(&layer.client_header)),
+        let (handles, span) = {
+            let route = layer.route_of(&parts);
+            let route: &str = &route;
+            let name = layer.histogram_name();
+            let handles = match layer.naming {
+                Naming::Otel => Handles::resolve(
+                    &layer.cache,
+                    &[name, method, scheme, route],
+                    start.into_std(),
+                    name,
+                    || {
+                        let base = vec![
+                            Label::new(names::HTTP_REQUEST_METHOD, method),
+                            Label::new(names::URL_SCHEME, scheme),
+                            Label::new(names::HTTP_ROUTE, route.to_owned()),
+                        ];
+                        (base, Some(active_gauge(method, scheme)))
+                    },
                 ),
-                Label::new("request_method", method),
-                Label::new("request_path", route.clone()),
-            ],
+                Naming::AioRequest => {
+                    let mut buf = [0u8; labels::CLIENT_NAME_MAX];
+                    let client =
+                        labels::client_name(parts.headers.get(&layer.client_header), &mut buf);
+                    Handles::resolve(
+                        &layer.cache,
+                        &[name, client, method, route, scheme],
+                        start.into_std(),
+                        name,
+                        || {
+                            let base = vec![
+                                Label::new("request_client", client.to_owned()),
+                                Label::new("request_method", method),
+                                Label::new("request_path", route.to_owned()),
+                            ];
+                            (base, Some(active_gauge(method, scheme)))
+                        },
+                    )
+                }
+            };
+            let span = tracing::info_span!(
+                "http.server",
+                otel.name = %format_args!("{method} {route}"),
+                otel.kind = "server",
+                http.request.method = method,
+                url.scheme = scheme,
+                url.path = parts.uri.path(),
+                http.route = route,
+                trace_id = %TraceIdDisplay(&trace),
+                parent_span_id = %SpanIdDisplay(trace.parent_id()),
+                traceparent.inbound = matches!(inbound, Inbound::Valid(_)),
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            (handles, span)
         };
-        let active = metrics::gauge!(
-            names::HTTP_SERVER_ACTIVE_REQUESTS,
-            names::HTTP_REQUEST_METHOD => method,
-            names::URL_SCHEME => scheme
-        );
-        active.increment(1.0);
+        parts.extensions.insert(ctx);
+        let req = Request::from_parts(parts, body);
 
-        let span = tracing::info_span!(
-            "http.server",
-            otel.name = %format_args!("{method} {route}"),
-            otel.kind = "server",
-            http.request.method = method,
-            url.scheme = scheme,
-            url.path = req.uri().path(),
-            http.route = &*route,
-            trace_id = %TraceIdDisplay(&trace),
-            parent_span_id = %SpanIdDisplay(trace.parent_id()),
-            traceparent.inbound = matches!(inbound, Inbound::Valid(_)),
-            http.response.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
         let future = {
             let _entered = span.enter();
             ctx.sync_scope(|| self.inner.call(req))
         };
         ResponseFuture::new(
             ctx.scope(future),
-            ServerRecording::new(start, layer.naming, labels, active, span),
+            ServerRecording::new(start, layer.naming, handles, span),
             ctx,
         )
     }
