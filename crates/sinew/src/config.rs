@@ -88,7 +88,7 @@ pub struct DeadlineSection {
     pub enabled: bool,
     /// Every call must finish within this long (default: only inherited or
     /// per-request deadlines apply).
-    #[serde(deserialize_with = "opt_duration")]
+    #[serde(with = "opt_duration")]
     pub timeout: Option<Duration>,
     /// Fail at once when less than this is left (default 5 ms).
     #[serde(with = "duration")]
@@ -184,7 +184,7 @@ impl Default for RetrySection {
 #[serde(deny_unknown_fields)]
 pub struct HedgeSection {
     /// Start attempt k+1 this long after the start.
-    #[serde(deserialize_with = "durations")]
+    #[serde(with = "durations")]
     pub delays: Vec<Duration>,
 }
 
@@ -304,7 +304,7 @@ pub struct BalanceSection {
     pub etcd: Option<EtcdSource>,
     /// When no endpoint is available, wait up to this long (within the
     /// call's deadline) for one; default: fail at once.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, with = "opt_duration")]
     pub wait_for_endpoints: Option<Duration>,
 }
 
@@ -414,40 +414,11 @@ fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(r)
 }
 
-fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
-}
+use sinew_core::config::{durations, opt_duration};
 
-fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
-    let list = Vec::<String>::deserialize(d)?;
-    list.iter()
-        .map(|s| duration::parse(s).map_err(serde::de::Error::custom))
-        .collect()
-}
-
-/// serde helpers for durations written like `250ms` or `2s`.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Write a duration like `250ms`.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    /// Read a duration like `250ms` or `2s`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        parse(&s).map_err(serde::de::Error::custom)
-    }
-
-    /// Parse `250ms`, `2s`, `1m 30s`.
-    pub fn parse(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"250ms\" or \"2s\""))
-    }
-}
+/// serde helpers for durations written like `250ms` or `2s` (shared with
+/// every sinew crate).
+pub use sinew_core::config::duration;
 
 #[cfg(test)]
 mod tests {
