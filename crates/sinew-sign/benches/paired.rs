@@ -4,8 +4,9 @@
 //! `cargo bench -p sinew-sign --bench paired`
 //!
 //! With `SINEW_BENCH_ONLY=floor|sign_verify` and `SINEW_BENCH_CASE=get|post`
-//! it runs that variant only, e.g. under
-//! `valgrind --tool=callgrind` for instruction counts.
+//! it runs that variant only (`SINEW_BENCH_ITERS` times, default 2000),
+//! e.g. under `valgrind --tool=callgrind` for instruction counts or
+//! `perf record`.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
@@ -117,7 +118,11 @@ fn main() {
     if let Some(only) = only {
         let which = std::env::var("SINEW_BENCH_CASE").unwrap_or_else(|_| "get".into());
         let c = &cases[usize::from(which == "post")];
-        for _ in 0..2_000 {
+        let iters = std::env::var("SINEW_BENCH_ITERS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2_000);
+        for _ in 0..iters {
             let mut parts = c.req.clone();
             match only.as_str() {
                 "floor" => floor_x2(c),

@@ -133,7 +133,7 @@ fn bench_case(c: &mut Criterion, name: &str, req: http::request::Parts, body: Ve
             || req.clone(),
             |mut p| {
                 n += 1;
-                if n % 50_000 == 0 {
+                if n.is_multiple_of(50_000) {
                     clock.advance(Duration::from_secs(301));
                 }
                 signer.sign(&mut p, black_box(&body)).unwrap();

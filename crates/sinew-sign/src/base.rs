@@ -1,5 +1,6 @@
 //! The signature base (RFC 9421 section 2.5) and signature parameters.
 
+use std::cell::RefCell;
 use std::fmt;
 
 use base64::Engine as _;
@@ -11,6 +12,7 @@ use sfv::{
 };
 
 use crate::component::{Component, FieldOpts, Kind};
+use crate::received::{write_params, RawParams};
 use crate::SF_VERSION;
 
 /// The `application/x-www-form-urlencoded` percent-encode set (RFC 9421
@@ -72,10 +74,10 @@ impl<'a> MessageRef<'a> {
         self
     }
 
-    fn request_parts(&self, c: &Component) -> Result<(&'a Method, &'a Uri), BaseError> {
+    fn request_parts(&self) -> Result<(&'a Method, &'a Uri), ValueError> {
         match self.kind {
             MsgKind::Request { method, uri } => Ok((method, uri)),
-            MsgKind::Response { .. } => Err(BaseError::NotApplicable(c.id.clone())),
+            MsgKind::Response { .. } => Err(ValueError::NotApplicable),
         }
     }
 
@@ -95,16 +97,15 @@ impl<'a> MessageRef<'a> {
     /// From the URI's authority, or else the `Host` header.
     pub fn authority(&self) -> Result<String, BaseError> {
         let mut out = String::new();
-        self.write_authority(&mut out)?;
+        self.write_authority(&mut out)
+            .map_err(|e| e.with_id("\"@authority\""))?;
         Ok(out)
     }
 
-    fn write_authority(&self, out: &mut String) -> Result<(), BaseError> {
+    fn write_authority(&self, out: &mut String) -> Result<(), ValueError> {
         let uri = match self.kind {
             MsgKind::Request { uri, .. } => uri,
-            MsgKind::Response { .. } => {
-                return Err(BaseError::NotApplicable("\"@authority\"".into()))
-            }
+            MsgKind::Response { .. } => return Err(ValueError::NotApplicable),
         };
         let scheme = self.scheme_str(uri);
         let parsed;
@@ -114,7 +115,7 @@ impl<'a> MessageRef<'a> {
                 let mut hosts = self.headers.get_all(http::header::HOST).iter();
                 let host = hosts.next().ok_or(BaseError::NoAuthority)?;
                 if hosts.next().is_some() {
-                    return Err(BaseError::NoAuthority);
+                    return Err(BaseError::NoAuthority.into());
                 }
                 parsed = host
                     .to_str()
@@ -126,7 +127,7 @@ impl<'a> MessageRef<'a> {
         };
         let host = authority.host();
         if host.is_empty() {
-            return Err(BaseError::NoAuthority);
+            return Err(BaseError::NoAuthority.into());
         }
         out.extend(host.chars().map(|c| c.to_ascii_lowercase()));
         match authority.port_u16() {
@@ -144,24 +145,30 @@ impl<'a> MessageRef<'a> {
     /// The value of one component, as it appears after `": "` in the base.
     pub fn component_value(&self, c: &Component) -> Result<String, BaseError> {
         let mut out = String::new();
-        self.write_component_value(c, &mut out)?;
+        self.write_component_value(&c.kind.borrowed(), &mut out)
+            .map_err(|e| e.with_id(&c.id))?;
         Ok(out)
     }
 
-    fn write_component_value(&self, c: &Component, out: &mut String) -> Result<(), BaseError> {
+    /// Append the value of the component `kind` to `out`.
+    pub(crate) fn write_component_value(
+        &self,
+        kind: &Kind<&str>,
+        out: &mut String,
+    ) -> Result<(), ValueError> {
         let write_path = |uri: &Uri, out: &mut String| {
             let p = uri.path();
             out.push_str(if p.is_empty() { "/" } else { p });
         };
-        match &c.kind {
-            Kind::Method => out.push_str(self.request_parts(c)?.0.as_str()),
+        match *kind {
+            Kind::Method => out.push_str(self.request_parts()?.0.as_str()),
             Kind::Authority => self.write_authority(out)?,
             Kind::Scheme => {
-                let (_, uri) = self.request_parts(c)?;
+                let (_, uri) = self.request_parts()?;
                 self.write_scheme(uri, out);
             }
             Kind::TargetUri => {
-                let (_, uri) = self.request_parts(c)?;
+                let (_, uri) = self.request_parts()?;
                 self.write_scheme(uri, out);
                 out.push_str("://");
                 self.write_authority(out)?;
@@ -172,7 +179,7 @@ impl<'a> MessageRef<'a> {
                 }
             }
             Kind::RequestTarget => {
-                let (method, uri) = self.request_parts(c)?;
+                let (method, uri) = self.request_parts()?;
                 if method == Method::CONNECT {
                     return self.write_authority(out);
                 }
@@ -182,42 +189,41 @@ impl<'a> MessageRef<'a> {
                     out.push_str(q);
                 }
             }
-            Kind::Path => write_path(self.request_parts(c)?.1, out),
+            Kind::Path => write_path(self.request_parts()?.1, out),
             Kind::Query => {
-                let (_, uri) = self.request_parts(c)?;
+                let (_, uri) = self.request_parts()?;
                 out.push('?');
                 out.push_str(uri.query().unwrap_or(""));
             }
             Kind::QueryParam(name) => {
-                let (_, uri) = self.request_parts(c)?;
-                let v = query_param(uri.query().unwrap_or(""), name)
-                    .ok_or_else(|| BaseError::MissingComponent(c.id.clone()))??;
+                let (_, uri) = self.request_parts()?;
+                let v =
+                    query_param(uri.query().unwrap_or(""), name).ok_or(ValueError::Missing)??;
                 out.push_str(&v);
             }
             Kind::Status => match self.kind {
                 MsgKind::Response { status } => out.push_str(status.as_str()),
-                MsgKind::Request { .. } => return Err(BaseError::NotApplicable(c.id.clone())),
+                MsgKind::Request { .. } => return Err(ValueError::NotApplicable),
             },
-            Kind::Field(opts) => self.write_field_value(c, opts, out)?,
+            Kind::Field(ref opts) => self.write_field_value(opts, out)?,
         }
         Ok(())
     }
 
     fn write_field_value(
         &self,
-        c: &Component,
-        opts: &FieldOpts,
+        opts: &FieldOpts<&str>,
         out: &mut String,
-    ) -> Result<(), BaseError> {
-        let mut values = self.headers.get_all(opts.name.as_str()).iter().peekable();
+    ) -> Result<(), ValueError> {
+        let mut values = self.headers.get_all(opts.name).iter().peekable();
         if values.peek().is_none() {
-            return Err(BaseError::MissingComponent(c.id.clone()));
+            return Err(ValueError::Missing);
         }
-        let ascii = |v: &'a [u8]| -> Result<&'a str, BaseError> {
+        let ascii = |v: &'a [u8]| -> Result<&'a str, ValueError> {
             std::str::from_utf8(trim_ows(v))
                 .ok()
                 .filter(|s| s.is_ascii())
-                .ok_or_else(|| BaseError::NonAscii(c.id.clone()))
+                .ok_or(ValueError::NonAscii)
         };
         if !opts.bs && !opts.sf {
             for (i, v) in values.enumerate() {
@@ -228,29 +234,58 @@ impl<'a> MessageRef<'a> {
             }
             return Ok(());
         }
-        let values: Vec<&[u8]> = values.map(|v| v.as_bytes()).collect();
         if opts.bs {
-            for (i, v) in values.iter().enumerate() {
+            for (i, v) in values.enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
                 out.push(':');
-                base64::engine::general_purpose::STANDARD.encode_string(trim_ows(v), out);
+                base64::engine::general_purpose::STANDARD
+                    .encode_string(trim_ows(v.as_bytes()), out);
                 out.push(':');
             }
             return Ok(());
         }
         let mut combined = String::new();
-        for (i, v) in values.iter().enumerate() {
+        for (i, v) in values.enumerate() {
             if i > 0 {
                 combined.push_str(", ");
             }
-            combined.push_str(ascii(v)?);
+            combined.push_str(ascii(v.as_bytes())?);
         }
-        let v = structured(&combined, opts.key.as_deref())
-            .ok_or_else(|| BaseError::NotStructured(c.id.clone()))?;
+        let v = structured(&combined, opts.key).ok_or(ValueError::NotStructured)?;
         out.push_str(&v);
         Ok(())
+    }
+}
+
+/// Why a component value could not be written; [`ValueError::with_id`]
+/// names the component.
+#[derive(Debug)]
+pub(crate) enum ValueError {
+    Missing,
+    NotApplicable,
+    NonAscii,
+    NotStructured,
+    Other(BaseError),
+}
+
+impl ValueError {
+    /// The [`BaseError`] for the component whose serialised identifier is `id`.
+    pub(crate) fn with_id(self, id: &str) -> BaseError {
+        match self {
+            ValueError::Missing => BaseError::MissingComponent(id.to_owned()),
+            ValueError::NotApplicable => BaseError::NotApplicable(id.to_owned()),
+            ValueError::NonAscii => BaseError::NonAscii(id.to_owned()),
+            ValueError::NotStructured => BaseError::NotStructured(id.to_owned()),
+            ValueError::Other(e) => e,
+        }
+    }
+}
+
+impl From<BaseError> for ValueError {
+    fn from(e: BaseError) -> Self {
+        ValueError::Other(e)
     }
 }
 
@@ -622,18 +657,91 @@ pub(crate) fn build_base(
     params_value: &str,
 ) -> Result<String, BaseError> {
     let mut base = String::with_capacity(64 * components.len() + params_value.len() + 24);
+    write_base(message, components, params_value, &mut base)?;
+    Ok(base)
+}
+
+/// [`build_base`] into `base`.
+pub(crate) fn write_base(
+    message: &MessageRef<'_>,
+    components: &[Component],
+    params_value: &str,
+    base: &mut String,
+) -> Result<(), BaseError> {
     for (i, c) in components.iter().enumerate() {
         if components[..i].iter().any(|d| d.id == c.id) {
             return Err(BaseError::DuplicateComponent(c.id.clone()));
         }
         base.push_str(&c.id);
         base.push_str(": ");
-        message.write_component_value(c, &mut base)?;
+        message
+            .write_component_value(&c.kind.borrowed(), base)
+            .map_err(|e| e.with_id(&c.id))?;
         base.push('\n');
     }
     base.push_str("\"@signature-params\": ");
     base.push_str(params_value);
-    Ok(base)
+    Ok(())
+}
+
+thread_local! {
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Run `f` with an empty string that is reused from call to call on this
+/// thread: a signature base is only hashed, never kept, so building it
+/// need not allocate. (A buffer grown past 16 KiB is not kept.)
+pub(crate) fn with_buffer<T>(f: impl FnOnce(&mut String) -> T) -> T {
+    // Take the buffer out (leaving an empty, unallocated string), so a
+    // nested call or a thread being torn down simply gets a fresh one.
+    let mut buf = SCRATCH
+        .try_with(|cell| cell.try_borrow_mut().map(|mut b| std::mem::take(&mut *b)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    buf.clear();
+    let out = f(&mut buf);
+    if buf.capacity() <= 16 * 1024 {
+        let _ = SCRATCH.try_with(|cell| {
+            if let Ok(mut b) = cell.try_borrow_mut() {
+                *b = buf;
+            }
+        });
+    }
+    out
+}
+
+/// The signature base of a received signature (RFC 9421 section 2.5)
+/// into `base`: each covered component's serialised identifier (`ids`,
+/// serialised from the received items, so canonical whatever spacing the
+/// sender used) and value, then the received inner list re-serialised:
+/// the same identifiers and the parameters in received order.
+/// `kinds` are the items' classifications.
+pub(crate) fn received_base(
+    message: &MessageRef<'_>,
+    ids: &[String],
+    kinds: &[Kind<&str>],
+    params: &RawParams<'_>,
+    base: &mut String,
+) -> Result<(), BaseError> {
+    for (id, kind) in ids.iter().zip(kinds) {
+        base.push_str(id);
+        base.push_str(": ");
+        message
+            .write_component_value(kind, base)
+            .map_err(|e| e.with_id(id))?;
+        base.push('\n');
+    }
+    base.push_str("\"@signature-params\": (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            base.push(' ');
+        }
+        base.push_str(id);
+    }
+    base.push(')');
+    write_params(base, params);
+    Ok(())
 }
 
 /// Write `label=(<components>);<params>` through sfv's serializer into an

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sfv::{BareItem, FieldType as _, Item, List, ListEntry, Parser, StringRef};
+use sfv::{FieldType as _, Item, List, ListEntry, Parser, RefBareItem, StringRef};
 
 use crate::SF_VERSION;
 
@@ -29,8 +29,11 @@ pub struct Component {
     pub(crate) id: String,
 }
 
+/// What a component identifier designates. `S` is `String` in a
+/// [`Component`] and `&str` for an identifier borrowed from a received
+/// `Signature-Input`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub(crate) enum Kind<S = String> {
     Method,
     TargetUri,
     Authority,
@@ -38,17 +41,150 @@ pub(crate) enum Kind {
     RequestTarget,
     Path,
     Query,
-    QueryParam(String),
+    QueryParam(S),
     Status,
-    Field(FieldOpts),
+    Field(FieldOpts<S>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub(crate) struct FieldOpts {
-    pub(crate) name: String,
+pub(crate) struct FieldOpts<S = String> {
+    pub(crate) name: S,
     pub(crate) sf: bool,
     pub(crate) bs: bool,
-    pub(crate) key: Option<String>,
+    pub(crate) key: Option<S>,
+}
+
+impl Kind {
+    /// The same kind, borrowing its strings.
+    pub(crate) fn borrowed(&self) -> Kind<&str> {
+        match self {
+            Kind::Method => Kind::Method,
+            Kind::TargetUri => Kind::TargetUri,
+            Kind::Authority => Kind::Authority,
+            Kind::Scheme => Kind::Scheme,
+            Kind::RequestTarget => Kind::RequestTarget,
+            Kind::Path => Kind::Path,
+            Kind::Query => Kind::Query,
+            Kind::QueryParam(n) => Kind::QueryParam(n),
+            Kind::Status => Kind::Status,
+            Kind::Field(f) => Kind::Field(FieldOpts {
+                name: &f.name,
+                sf: f.sf,
+                bs: f.bs,
+                key: f.key.as_deref(),
+            }),
+        }
+    }
+}
+
+impl Kind<&str> {
+    fn to_owned_kind(&self) -> Kind {
+        match *self {
+            Kind::Method => Kind::Method,
+            Kind::TargetUri => Kind::TargetUri,
+            Kind::Authority => Kind::Authority,
+            Kind::Scheme => Kind::Scheme,
+            Kind::RequestTarget => Kind::RequestTarget,
+            Kind::Path => Kind::Path,
+            Kind::Query => Kind::Query,
+            Kind::QueryParam(n) => Kind::QueryParam(n.to_owned()),
+            Kind::Status => Kind::Status,
+            Kind::Field(ref f) => Kind::Field(FieldOpts {
+                name: f.name.to_owned(),
+                sf: f.sf,
+                bs: f.bs,
+                key: f.key.map(str::to_owned),
+            }),
+        }
+    }
+}
+
+/// Classify a component identifier (its bare item and parameters, in
+/// order, without duplicates), borrowing from them.
+///
+/// Names must be lower case; unknown derived components, parameters sinew
+/// does not implement (`req`, `tr`) and contradictory parameters are
+/// errors.
+pub(crate) fn classify<'a>(
+    bare: RefBareItem<'a>,
+    params: impl IntoIterator<Item = (&'a str, RefBareItem<'a>)>,
+) -> Result<Kind<&'a str>, ComponentError> {
+    let RefBareItem::String(name) = bare else {
+        return Err(ComponentError::new(
+            "a component identifier must be a string",
+        ));
+    };
+    let name = name.as_str();
+    if name.is_empty() {
+        return Err(ComponentError::new("empty component name"));
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(ComponentError::new(format!(
+            "component name {name:?} must be lower case"
+        )));
+    }
+    let mut sf = false;
+    let mut bs = false;
+    let mut key = None;
+    let mut qname = None;
+    for (p, v) in params {
+        match (p, v) {
+            ("sf", RefBareItem::Boolean(true)) => sf = true,
+            ("bs", RefBareItem::Boolean(true)) => bs = true,
+            ("key", RefBareItem::String(k)) => key = Some(k.as_str()),
+            ("name", RefBareItem::String(n)) => qname = Some(n.as_str()),
+            (other, _) => {
+                return Err(ComponentError::new(format!(
+                    "unsupported parameter {other:?} on component {name:?}"
+                )))
+            }
+        }
+    }
+    let derived = name.starts_with('@');
+    if derived && (sf || bs || key.is_some()) {
+        return Err(ComponentError::new(format!(
+            "parameters sf, bs and key apply to fields, not to {name:?}"
+        )));
+    }
+    if qname.is_some() && name != "@query-param" {
+        return Err(ComponentError::new(format!(
+            "parameter name applies to @query-param, not to {name:?}"
+        )));
+    }
+    if bs && (sf || key.is_some()) {
+        return Err(ComponentError::new(format!(
+            "bs cannot be combined with sf or key on {name:?}"
+        )));
+    }
+    Ok(match name {
+        "@method" => Kind::Method,
+        "@target-uri" => Kind::TargetUri,
+        "@authority" => Kind::Authority,
+        "@scheme" => Kind::Scheme,
+        "@request-target" => Kind::RequestTarget,
+        "@path" => Kind::Path,
+        "@query" => Kind::Query,
+        "@status" => Kind::Status,
+        "@query-param" => Kind::QueryParam(
+            qname.ok_or_else(|| ComponentError::new("@query-param needs a name parameter"))?,
+        ),
+        n if derived => {
+            return Err(ComponentError::new(format!(
+                "unknown derived component {n:?}"
+            )))
+        }
+        n => {
+            if !n.bytes().all(is_tchar) {
+                return Err(ComponentError::new(format!("invalid field name {n:?}")));
+            }
+            Kind::Field(FieldOpts {
+                name: n,
+                sf: sf || key.is_some(),
+                bs,
+                key,
+            })
+        }
+    })
 }
 
 /// A component identifier that sinew cannot use.
@@ -149,81 +285,18 @@ impl Component {
     }
 
     pub(crate) fn from_owned_item(item: Item) -> Result<Self, ComponentError> {
+        let kind = classify(
+            RefBareItem::from(&item.bare_item),
+            item.params
+                .iter()
+                .map(|(k, v)| (k.as_str(), RefBareItem::from(v))),
+        )?
+        .to_owned_kind();
         let name = item
             .bare_item
             .as_string()
             .map(StringRef::as_str)
-            .ok_or_else(|| ComponentError::new("a component identifier must be a string"))?;
-        if name.is_empty() {
-            return Err(ComponentError::new("empty component name"));
-        }
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err(ComponentError::new(format!(
-                "component name {name:?} must be lower case"
-            )));
-        }
-        let mut sf = false;
-        let mut bs = false;
-        let mut key = None;
-        let mut qname = None;
-        for (p, v) in &item.params {
-            match (p.as_str(), v) {
-                ("sf", BareItem::Boolean(true)) => sf = true,
-                ("bs", BareItem::Boolean(true)) => bs = true,
-                ("key", BareItem::String(k)) => key = Some(k.as_str().to_owned()),
-                ("name", BareItem::String(n)) => qname = Some(n.as_str().to_owned()),
-                (other, _) => {
-                    return Err(ComponentError::new(format!(
-                        "unsupported parameter {other:?} on component {name:?}"
-                    )))
-                }
-            }
-        }
-        let derived = name.starts_with('@');
-        if derived && (sf || bs || key.is_some()) {
-            return Err(ComponentError::new(format!(
-                "parameters sf, bs and key apply to fields, not to {name:?}"
-            )));
-        }
-        if qname.is_some() && name != "@query-param" {
-            return Err(ComponentError::new(format!(
-                "parameter name applies to @query-param, not to {name:?}"
-            )));
-        }
-        if bs && (sf || key.is_some()) {
-            return Err(ComponentError::new(format!(
-                "bs cannot be combined with sf or key on {name:?}"
-            )));
-        }
-        let kind = match name {
-            "@method" => Kind::Method,
-            "@target-uri" => Kind::TargetUri,
-            "@authority" => Kind::Authority,
-            "@scheme" => Kind::Scheme,
-            "@request-target" => Kind::RequestTarget,
-            "@path" => Kind::Path,
-            "@query" => Kind::Query,
-            "@status" => Kind::Status,
-            "@query-param" => Kind::QueryParam(
-                qname.ok_or_else(|| ComponentError::new("@query-param needs a name parameter"))?,
-            ),
-            n if derived => {
-                return Err(ComponentError::new(format!(
-                    "unknown derived component {n:?}"
-                )))
-            }
-            n => {
-                if !n.bytes().all(is_tchar) {
-                    return Err(ComponentError::new(format!("invalid field name {n:?}")));
-                }
-                Kind::Field(FieldOpts {
-                    name: n.to_owned(),
-                    sf: sf || key.is_some(),
-                    bs,
-                    key,
-                })
-            }
-        };
+            .unwrap_or_default();
         // Names are lower-case tokens or known derived names here, so a
         // bare name needs no escaping.
         let id = if item.params.is_empty() {

@@ -89,6 +89,7 @@ mod error;
 mod future;
 mod key;
 mod layer;
+mod received;
 mod replay;
 mod service;
 mod signer;

@@ -8,19 +8,21 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore as _;
-use sfv::{key_ref, DictSerializer, Dictionary, FieldType as _, KeyRef, Parser, RefBareItem};
+use sfv::{
+    key_ref, DictSerializer, Dictionary, FieldType as _, ItemSerializer, KeyRef, Parser,
+    RefBareItem,
+};
 use sinew_core::clock::{Clock, SystemClock};
 use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
 };
 
-use crate::base::{
-    build_base, sf_integer, sf_string, write_signature_input, MessageRef, SignatureParams,
-};
+use crate::base::{sf_integer, sf_string, with_buffer, write_base, BaseError, MessageRef};
 use crate::config::{Profile, SignConfig};
 use crate::digest::content_digest;
 use crate::error::SignError;
 use crate::key::SecretKey;
+use crate::received::push_i64;
 use crate::SF_VERSION;
 
 /// The algorithm name of RFC 9421's HMAC-SHA256.
@@ -56,6 +58,75 @@ struct SignerInner {
     key: SecretKey,
     covers_digest: bool,
     service_id: Option<HeaderValue>,
+    template: Template,
+}
+
+/// What does not change from one signature to the next, serialised once
+/// by sfv when the signer is built; per request only `created`, `expires`
+/// and `nonce` are written (an integer and a base64url string need no
+/// escaping), so the fields stay exactly what sfv would write.
+#[derive(Default)]
+struct Template {
+    /// `label=(<component ids>);created=`
+    head: String,
+    /// `;keyid="…"`
+    keyid: String,
+    /// `;alg="hmac-sha256"` and `;tag="…"`, as configured.
+    tail: String,
+    /// `label=:`
+    signature_head: String,
+}
+
+impl Template {
+    fn new(config: &SignConfig) -> Result<Self, BaseError> {
+        let label = KeyRef::from_str(&config.label)
+            .map_err(|e| BaseError::Params(format!("label {:?}: {e}", config.label)))?;
+        let mut head = String::with_capacity(96);
+        {
+            let mut dict = DictSerializer::with_buffer(&mut head);
+            let mut list = dict.inner_list(label);
+            for c in &config.components {
+                list.bare_item(&c.item.bare_item).parameters(&c.item.params);
+            }
+        }
+        head.push_str(";created=");
+        let keyid = param_text(key_ref("keyid"), sf_string(&config.key_id)?);
+        let mut tail = String::new();
+        if config.alg {
+            tail.push_str(&param_text(key_ref("alg"), sf_string(ALG_HMAC_SHA256)?));
+        }
+        if let Some(t) = &config.tag {
+            tail.push_str(&param_text(key_ref("tag"), sf_string(t)?));
+        }
+        let mut signature_head = String::with_capacity(config.label.len() + 2);
+        signature_head.push_str(label.as_str());
+        signature_head.push_str("=:");
+        Ok(Self {
+            head,
+            keyid,
+            tail,
+            signature_head,
+        })
+    }
+}
+
+/// `;name=value` as sfv serialises a parameter.
+fn param_text(name: &KeyRef, value: RefBareItem<'_>) -> String {
+    // A parameter list needs an item to hang on: serialise `?1;name=value`
+    // and keep what follows the boolean.
+    let mut text = ItemSerializer::new()
+        .bare_item(true)
+        .parameter(name, value)
+        .finish();
+    text.replace_range(..2, "");
+    text
+}
+
+/// Append a structured-field integer (at most 15 digits), as sfv writes it.
+fn push_integer(out: &mut String, n: i64) -> Result<(), BaseError> {
+    sf_integer(n)?;
+    push_i64(out, n);
+    Ok(())
 }
 
 impl fmt::Debug for Signer {
@@ -79,23 +150,15 @@ impl Signer {
             return Err(SignError::Config("the key id is empty".into()));
         }
         let mut service_id = None;
+        let mut template = Template::default();
         match config.profile {
             Profile::Rfc9421 => {
                 crate::component::check_unique(&config.components)
                     .map_err(|e| SignError::Config(e.to_string()))?;
-                // Check that the label, key id and tag serialise.
-                let probe = SignatureParams::new(config.components.clone())
-                    .keyid(config.key_id.clone())
-                    .created(0);
-                let probe = match &config.tag {
-                    Some(t) => probe.tag(t.clone()),
-                    None => probe,
-                };
-                probe
-                    .write_member(&mut String::new(), &config.label)
-                    .map_err(|e| {
-                        SignError::Config(format!("label, key id or tag cannot be serialised: {e}"))
-                    })?;
+                // The label, key id and tag must serialise.
+                template = Template::new(&config).map_err(|e| {
+                    SignError::Config(format!("label, key id or tag cannot be serialised: {e}"))
+                })?;
             }
             Profile::Legacy => {
                 service_id = Some(HeaderValue::from_str(&config.key_id).map_err(|_| {
@@ -111,6 +174,7 @@ impl Signer {
                 key,
                 covers_digest,
                 service_id,
+                template,
             }),
             clock: Arc::new(SystemClock),
         })
@@ -161,9 +225,6 @@ impl Signer {
                 .insert(CONTENT_DIGEST, header_value(content_digest(body))?);
         }
         let created = i64::try_from(now).unwrap_or(i64::MAX);
-        let nonce = cfg.nonce.then(fresh_nonce);
-        let mut params: Vec<(&KeyRef, RefBareItem<'_>)> = Vec::with_capacity(6);
-        params.push((key_ref("created"), sf_integer(created)?));
         let expires = match (cfg.expires_at, cfg.expires_in) {
             (Some(at), _) => Some(i64::try_from(at).unwrap_or(i64::MAX)),
             (None, Some(d)) => {
@@ -171,29 +232,31 @@ impl Signer {
             }
             (None, None) => None,
         };
+        let t = &self.inner.template;
+        let mut input = String::with_capacity(t.head.len() + t.keyid.len() + t.tail.len() + 72);
+        input.push_str(&t.head);
+        push_integer(&mut input, created)?;
         if let Some(e) = expires {
-            params.push((key_ref("expires"), sf_integer(e)?));
+            input.push_str(";expires=");
+            push_integer(&mut input, e)?;
         }
-        params.push((key_ref("keyid"), sf_string(&cfg.key_id)?));
-        if let Some(n) = &nonce {
-            params.push((key_ref("nonce"), sf_string(n)?));
+        input.push_str(&t.keyid);
+        if cfg.nonce {
+            input.push_str(";nonce=\"");
+            push_fresh_nonce(&mut input);
+            input.push('"');
         }
-        if cfg.alg {
-            params.push((key_ref("alg"), sf_string(ALG_HMAC_SHA256)?));
-        }
-        if let Some(t) = &cfg.tag {
-            params.push((key_ref("tag"), sf_string(t)?));
-        }
-        let mut input = String::with_capacity(192);
-        write_signature_input(&mut input, &cfg.label, &cfg.components, &params)?;
+        input.push_str(&t.tail);
         let params_value = &input[cfg.label.len() + 1..];
         let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
-        let base = build_base(&message, &cfg.components, params_value)?;
-        let mac = self.inner.key.hmac_sha256(base.as_bytes());
-        let label = KeyRef::from_str(&cfg.label)
-            .map_err(|e| SignError::Config(format!("cannot serialise the signature: {e}")))?;
-        let mut signature = String::with_capacity(cfg.label.len() + 48);
-        DictSerializer::with_buffer(&mut signature).bare_item(label, &mac[..]);
+        let mac = with_buffer(|base| {
+            write_base(&message, &cfg.components, params_value, base)?;
+            Ok::<_, BaseError>(self.inner.key.hmac_sha256(base.as_bytes()))
+        })?;
+        let mut signature = String::with_capacity(t.signature_head.len() + 45);
+        signature.push_str(&t.signature_head);
+        base64::engine::general_purpose::STANDARD.encode_string(mac, &mut signature);
+        signature.push(':');
         tracing::debug!(
             key_id = %cfg.key_id,
             label = %cfg.label,
@@ -223,11 +286,12 @@ impl Signer {
     }
 }
 
-/// 128 random bits from the thread's CSPRNG, base64url without padding.
-fn fresh_nonce() -> String {
+/// Append 128 random bits from the thread's CSPRNG, base64url without
+/// padding (22 characters, none of which a structured-field string escapes).
+fn push_fresh_nonce(out: &mut String) {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(bytes, out);
 }
 
 fn header_value(text: String) -> Result<HeaderValue, SignError> {

@@ -7,17 +7,20 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use sfv::{BareItem, Dictionary, ListEntry, Parser};
+use sfv::{KeyRef, Parser};
 use sinew_core::clock::{Clock, SystemClock};
 use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
 };
 
-use crate::base::{signature_base, BaseError, MessageRef, SignatureParams};
+use crate::base::{received_base, with_buffer, BaseError, MessageRef};
 use crate::config::{Profile, VerifyConfig};
 use crate::digest::{check_content_digest, DigestCheck};
 use crate::error::{Rejection, RejectionKind};
 use crate::key::KeyStore;
+use crate::received::{
+    canonical_signature, InputEntry, InputVisitor, Metadata, SignatureEntry, SignatureVisitor,
+};
 use crate::replay::{ReplayCache, ReplayError};
 use crate::signer::ALG_HMAC_SHA256;
 use crate::SF_VERSION;
@@ -274,51 +277,44 @@ impl Verifier {
         let sigs = joined(&parts.headers, SIGNATURE).ok_or_else(|| {
             Rejection::new(RejectionKind::MissingSignature, "no Signature header")
         })?;
-        let mut inputs: Dictionary = Parser::new(&*inputs)
+        // Only the chosen member is kept, borrowing from the header bytes.
+        let (label, input) = Parser::new(&*inputs)
             .with_version(SF_VERSION)
-            .parse()
+            .parse_dictionary_with_visitor(InputVisitor::new(cfg.label.as_deref()))
             .map_err(|_| {
                 malformed("Signature-Input is not a valid structured dictionary".into())
             })?;
-        let mut sigs: Dictionary = Parser::new(&*sigs)
-            .with_version(SF_VERSION)
-            .parse()
-            .map_err(|_| malformed("Signature is not a valid structured dictionary".into()))?;
-        let (label, input) = match &cfg.label {
-            Some(l) => match inputs.shift_remove(l.as_str()) {
-                Some(i) => (l.clone(), i),
-                None => {
-                    return Err(Rejection::new(
+        let label = label.map(KeyRef::as_str);
+        let sig = match label.and_then(|l| canonical_signature(&sigs, l)) {
+            Some(mac) => Some(SignatureEntry::Mac(mac)),
+            None => Parser::new(&*sigs)
+                .with_version(SF_VERSION)
+                .parse_dictionary_with_visitor(SignatureVisitor::new(label))
+                .map_err(|_| malformed("Signature is not a valid structured dictionary".into()))?,
+        };
+        let (label, input) = match (label, input) {
+            (Some(l), Some(i)) => (l, i),
+            _ => {
+                return Err(match &cfg.label {
+                    Some(l) => Rejection::new(
                         RejectionKind::MissingSignature,
                         format!("no signature labelled {l:?}"),
-                    ))
-                }
-            },
-            None => match inputs.shift_remove_index(0) {
-                Some((l, i)) => (l.into(), i),
-                None => {
-                    return Err(Rejection::new(
-                        RejectionKind::MissingSignature,
-                        "Signature-Input is empty",
-                    ))
-                }
-            },
+                    ),
+                    None => {
+                        Rejection::new(RejectionKind::MissingSignature, "Signature-Input is empty")
+                    }
+                })
+            }
         };
-        let ListEntry::InnerList(inner) = input else {
+        let InputEntry::InnerList(input) = input else {
             return Err(malformed(format!(
                 "Signature-Input member {label:?} is not an inner list"
             )));
         };
-        let mac = match sigs.shift_remove(label.as_str()) {
-            Some(ListEntry::Item(item)) => match item.bare_item {
-                BareItem::ByteSequence(b) => b,
-                _ => {
-                    return Err(malformed(format!(
-                        "Signature member {label:?} is not a byte sequence"
-                    )))
-                }
-            },
-            Some(ListEntry::InnerList(_)) => {
+        let mac = match sig {
+            Some(SignatureEntry::Mac(b)) => MacBytes::Array(b),
+            Some(SignatureEntry::ByteSequence(b)) => MacBytes::Vec(b),
+            Some(SignatureEntry::Other) => {
                 return Err(malformed(format!(
                     "Signature member {label:?} is not a byte sequence"
                 )))
@@ -330,22 +326,30 @@ impl Verifier {
                 ))
             }
         };
-        let params = SignatureParams::from_received(inner)
-            .map_err(|e| malformed(format!("signature {label:?}: {e}")))?;
-        let key_id = params
-            .keyid
-            .clone()
-            .ok_or_else(|| malformed("the keyid parameter is missing".into()))?;
-        let created = params
-            .created
-            .ok_or_else(|| malformed("the created parameter is missing".into()))?;
-        let key = self.inner.keys.key(&key_id).ok_or_else(|| {
+        let bad_params = |e: &dyn fmt::Display| malformed(format!("signature {label:?}: {e}"));
+        // The serialised identifiers: compared, written twice into the
+        // base, and handed to the application.
+        let (kinds, covered) = input.components().map_err(|e| bad_params(&e))?;
+        let Metadata {
+            created,
+            expires,
+            nonce,
+            alg,
+            keyid,
+            tag,
+        } = input
+            .metadata()
+            .map_err(|name| bad_params(&format_args!("parameter {name} has the wrong type")))?;
+        let key_id = keyid.ok_or_else(|| malformed("the keyid parameter is missing".into()))?;
+        let created =
+            created.ok_or_else(|| malformed("the created parameter is missing".into()))?;
+        let key = self.inner.keys.key(key_id).ok_or_else(|| {
             Rejection::new(
                 RejectionKind::UnknownKey,
                 format!("keyid {key_id:?} is not known"),
             )
         })?;
-        if let Some(alg) = &params.alg {
+        if let Some(alg) = alg {
             if alg != ALG_HMAC_SHA256 {
                 return Err(Rejection::new(
                     RejectionKind::AlgorithmNotAllowed,
@@ -354,22 +358,26 @@ impl Verifier {
             }
         }
         for required in &cfg.required_components {
-            if !params.components.iter().any(|c| c.id == required.id) {
+            if !covered.contains(&required.id) {
                 return Err(Rejection::new(
                     RejectionKind::MissingRequiredComponent,
                     format!("the signature does not cover {}", required.id),
                 ));
             }
         }
-        self.check_times(created, params.expires)?;
+        self.check_times(created, expires)?;
         let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
-        let base = signature_base(&message, &params).map_err(|e| match e {
+        let matches = with_buffer(|base| {
+            received_base(&message, &covered, &kinds, &input.params, base)?;
+            Ok(key.verify_hmac_sha256(base.as_bytes(), &mac))
+        })
+        .map_err(|e| match e {
             BaseError::MissingComponent(_) => {
                 Rejection::new(RejectionKind::MissingComponent, e.to_string())
             }
             other => malformed(other.to_string()),
         })?;
-        if !key.verify_hmac_sha256(base.as_bytes(), &mac) {
+        if !matches {
             return Err(Rejection::new(
                 RejectionKind::BadSignature,
                 format!("signature {label:?} does not match the covered components"),
@@ -380,14 +388,14 @@ impl Verifier {
             self.remember(&mac, created)?;
         }
         Ok(VerifiedCaller {
-            key_id,
+            key_id: key_id.to_owned(),
             profile: Profile::Rfc9421,
-            label: Some(label),
+            label: Some(label.to_owned()),
             created,
-            expires: params.expires,
-            covered: params.components.iter().map(|c| c.id.clone()).collect(),
-            nonce: params.nonce,
-            tag: params.tag,
+            expires,
+            covered,
+            nonce: nonce.map(str::to_owned),
+            tag: tag.map(str::to_owned),
         })
     }
 
@@ -466,6 +474,22 @@ impl Verifier {
             tag: None,
             covered: vec!["\"@method\"".into(), "\"@path\"".into()],
         })
+    }
+}
+
+/// A received MAC: parsed by the fast path, or by sfv.
+enum MacBytes {
+    Array([u8; 32]),
+    Vec(Vec<u8>),
+}
+
+impl std::ops::Deref for MacBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            MacBytes::Array(a) => a,
+            MacBytes::Vec(v) => v,
+        }
     }
 }
 
