@@ -147,13 +147,49 @@ fn probe_done() {
 // ---------------------------------------------------------------------------
 // Outcomes: the labels only known when a call ends.
 
-/// The value of an outcome label.
+/// The name of an outcome label (a small id: outcomes are compared on every
+/// call).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Name {
+    /// `http_response_status_code`
+    StatusCode,
+    /// `error_type`
+    ErrorType,
+    /// aio-request's `response_status`
+    ResponseStatus,
+    /// aio-request's `circuit_breaker`
+    CircuitBreaker,
+}
+
+impl Name {
+    fn as_str(self) -> &'static str {
+        match self {
+            Name::StatusCode => crate::names::HTTP_RESPONSE_STATUS_CODE,
+            Name::ErrorType => crate::names::ERROR_TYPE,
+            Name::ResponseStatus => "response_status",
+            Name::CircuitBreaker => "circuit_breaker",
+        }
+    }
+}
+
+/// The value of an outcome label.
+#[derive(Debug, Clone, Copy, Eq)]
 pub(crate) enum Value {
     /// A status code (`"200"`).
     Status(u16),
     /// A fixed value (`"timeout"`, `"True"`).
     Str(&'static str),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Value::Status(a), Value::Status(b)) => a == b,
+            // The same constant is usually the same pointer.
+            (Value::Str(a), Value::Str(b)) => std::ptr::eq(*a, *b) || a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Value {
@@ -173,19 +209,19 @@ impl Value {
 /// cheap cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Outcome {
-    labels: [Option<(&'static str, Value)>; 2],
+    labels: [Option<(Name, Value)>; 2],
 }
 
 impl Outcome {
     /// Add a label (a third one is ignored; no caller adds more than two).
-    pub(crate) fn push(&mut self, name: &'static str, value: Value) {
+    pub(crate) fn push(&mut self, name: Name, value: Value) {
         if let Some(slot) = self.labels.iter_mut().find(|l| l.is_none()) {
             *slot = Some((name, value));
         }
     }
 
     /// Whether a label called `name` is present.
-    pub(crate) fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: Name) -> bool {
         self.labels.iter().flatten().any(|(n, _)| *n == name)
     }
 
@@ -194,7 +230,7 @@ impl Outcome {
         let mut out = Vec::with_capacity(base.len() + 2);
         out.extend_from_slice(base);
         for (name, value) in self.labels.iter().flatten() {
-            out.push(Label::new(*name, value.to_shared()));
+            out.push(Label::new(name.as_str(), value.to_shared()));
         }
         out
     }
@@ -246,8 +282,10 @@ impl Series {
         }
     }
 
-    fn matches(&self, key: &[&str]) -> bool {
-        self.key.len() == key.len() && self.key.iter().zip(key).all(|(a, b)| &**a == *b)
+    fn matches(&self, name: &str, key: &[&str]) -> bool {
+        self.name == name
+            && self.key.len() == key.len()
+            && self.key.iter().zip(key).all(|(a, b)| &**a == *b)
     }
 
     /// The in-flight gauge, if this label set has one.
@@ -361,12 +399,29 @@ impl SeriesCache {
 
     fn hash(&self, key: &[&str]) -> u64 {
         // Keyed SipHash: a peer cannot aim label values at one bucket. 0xff
-        // never occurs in UTF-8, so it separates values unambiguously.
+        // never occurs in UTF-8, so it separates values unambiguously. One
+        // `write` of the joined values when they fit a stack buffer (the
+        // usual case), as per-value writes cost more than the hashing.
         let mut h = self.hasher.build_hasher();
+        let mut buf = [0u8; 128];
+        let mut len = 0;
         for part in key {
-            h.write(part.as_bytes());
-            h.write_u8(0xff);
+            let bytes = part.as_bytes();
+            match buf.get_mut(len..len + bytes.len() + 1) {
+                Some(dst) => {
+                    dst[..bytes.len()].copy_from_slice(bytes);
+                    dst[bytes.len()] = 0xff;
+                    len += bytes.len() + 1;
+                }
+                None => {
+                    h.write(&buf[..len]);
+                    len = 0;
+                    h.write(bytes);
+                    h.write_u8(0xff);
+                }
+            }
         }
+        h.write(&buf[..len]);
         h.finish()
     }
 
@@ -376,6 +431,7 @@ impl SeriesCache {
     /// collision): resolve per call then.
     pub(crate) fn get(
         &self,
+        name: &'static str,
         key: &[&str],
         now: Instant,
         make: impl FnOnce() -> Series,
@@ -385,7 +441,7 @@ impl SeriesCache {
         {
             let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
             match map.get(&hash) {
-                Some(s) if !s.matches(key) => return None,
+                Some(s) if !s.matches(name, key) => return None,
                 Some(s) if fresh(s) => return Some(Arc::clone(s)),
                 Some(_) => {}
                 None if map.len() >= self.cap => return None,
@@ -394,7 +450,7 @@ impl SeriesCache {
         }
         let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         match map.get(&hash) {
-            Some(s) if !s.matches(key) => return None,
+            Some(s) if !s.matches(name, key) => return None,
             Some(s) if fresh(s) => return Some(Arc::clone(s)),
             Some(_) => {}
             None if map.len() >= self.cap => return None,
@@ -440,7 +496,7 @@ impl Handles {
         labels: impl Fn() -> LabelSet,
     ) -> Handles {
         let cached = if global_recorder_in_use() {
-            cache.get(key, now, || {
+            cache.get(name, key, now, || {
                 let (base, gauge) = labels();
                 let gauge = gauge.map(|(gauge, l)| metrics::gauge!(gauge, l));
                 Series::new(key, name, base, gauge, now)
@@ -533,9 +589,11 @@ impl PortStr {
 mod tests {
     use super::*;
 
+    const T: &str = "test_seconds";
+
     fn series_at(key: &[&str], now: Instant) -> Series {
         let base = vec![Label::new("peer", key[0].to_owned())];
-        Series::new(key, "test_seconds", base, None, now)
+        Series::new(key, T, base, None, now)
     }
 
     fn series(key: &[&str]) -> Series {
@@ -550,32 +608,51 @@ mod tests {
     }
 
     #[test]
+    fn long_values_hash_consistently() {
+        let cache = SeriesCache::with_capacity(4);
+        let now = Instant::now();
+        let long = "x".repeat(300);
+        for key in [[long.as_str(), "1"], ["1", long.as_str()]] {
+            let first = cache.get(T, &key, now, || series_at(&key, now)).unwrap();
+            let again = cache.get(T, &key, now, || panic!("cached")).unwrap();
+            assert!(Arc::ptr_eq(&first, &again));
+        }
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
     fn bounded_and_keyed_by_every_value() {
         let cache = SeriesCache::with_capacity(3);
         let now = Instant::now();
         let a = cache
-            .get(&["a", "1"], now, || series_at(&["a", "1"], now))
+            .get(T, &["a", "1"], now, || series_at(&["a", "1"], now))
             .unwrap();
         let b = cache
-            .get(&["a", "2"], now, || series_at(&["a", "2"], now))
+            .get(T, &["a", "2"], now, || series_at(&["a", "2"], now))
             .unwrap();
         // Values are separated: "a1" + "" is not "a" + "1".
         let c = cache
-            .get(&["a1", ""], now, || series_at(&["a1", ""], now))
+            .get(T, &["a1", ""], now, || series_at(&["a1", ""], now))
             .unwrap();
         assert!(!Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &c));
-        let again = cache.get(&["a", "1"], now, || panic!("cached")).unwrap();
+        let again = cache.get(T, &["a", "1"], now, || panic!("cached")).unwrap();
         assert!(Arc::ptr_eq(&a, &again));
         // Full: a new key is not cached, known keys still are.
         assert!(cache
-            .get(&["d", "1"], now, || series(&["d", "1"]))
+            .get(T, &["d", "1"], now, || series(&["d", "1"]))
             .is_none());
         assert_eq!(cache.len(), 3);
-        assert!(cache.get(&["a", "2"], now, || panic!("cached")).is_some());
+        assert!(cache
+            .get(T, &["a", "2"], now, || panic!("cached"))
+            .is_some());
+        // Another metric with the same values is not served this entry.
+        assert!(cache
+            .get("other", &["a", "2"], now, || panic!("never built"))
+            .is_none());
         // Old entries are resolved again, in place (the cache does not grow).
         let later = now + REFRESH;
         let refreshed = cache
-            .get(&["a", "1"], later, || series_at(&["a", "1"], later))
+            .get(T, &["a", "1"], later, || series_at(&["a", "1"], later))
             .unwrap();
         assert!(!Arc::ptr_eq(&a, &refreshed));
         assert_eq!(cache.len(), 3);
@@ -591,7 +668,7 @@ mod tests {
             for round in 0..3 {
                 for code in 200..(200 + MAX_OUTCOMES as u16 + 8) {
                     let mut o = Outcome::default();
-                    o.push("code", Value::Status(code));
+                    o.push(Name::StatusCode, Value::Status(code));
                     if round == 0 && code == 200 {
                         assert!(s.find(&o).is_none());
                     }
@@ -599,18 +676,22 @@ mod tests {
                 }
             }
             let mut o = Outcome::default();
-            o.push("code", Value::Status(200));
+            o.push(Name::StatusCode, Value::Status(200));
             assert!(s.find(&o).is_some());
-            o.push("error", Value::Str("x"));
-            assert!(o.has("error") && !Outcome::default().has("error"));
+            o.push(Name::ErrorType, Value::Str("x"));
+            assert!(o.has(Name::ErrorType) && !Outcome::default().has(Name::ErrorType));
             s.record(&o, 0.001);
         });
         let text = handle.render();
         for code in 200..(200 + MAX_OUTCOMES as u16 + 8) {
-            let line = format!("test_seconds_count{{peer=\"svc\",code=\"{code}\"}} 3");
+            let line = format!(
+                "test_seconds_count{{peer=\"svc\",http_response_status_code=\"{code}\"}} 3"
+            );
             assert!(text.contains(&line), "{line} missing in\n{text}");
         }
-        assert!(text.contains(r#"test_seconds_count{peer="svc",code="200",error="x"} 1"#));
+        assert!(text.contains(
+            r#"test_seconds_count{peer="svc",http_response_status_code="200",error_type="x"} 1"#
+        ));
     }
 
     /// The exposition's samples by series (`name{labels}`).

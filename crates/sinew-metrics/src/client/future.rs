@@ -10,9 +10,8 @@ use sinew_core::{BoxError, Classifier};
 use tokio::time::Instant;
 use tracing::Span;
 
-use crate::cache::{Handles, Outcome, Value};
+use crate::cache::{Handles, Name, Outcome, Value};
 use crate::config::{Naming, Scope};
-use crate::names;
 
 pin_project! {
     /// The response future of the client [`Metrics`](super::Metrics) service.
@@ -101,19 +100,16 @@ impl Recording {
         let mut outcome = Outcome::default();
         match self.naming {
             Naming::Otel => {
-                outcome.push(
-                    names::HTTP_RESPONSE_STATUS_CODE,
-                    Value::Status(status.as_u16()),
-                );
+                outcome.push(Name::StatusCode, Value::Status(status.as_u16()));
                 if let Some(e) = error_type {
-                    outcome.push(names::ERROR_TYPE, Value::Str(e));
+                    outcome.push(Name::ErrorType, Value::Str(e));
                 }
             }
             Naming::AioRequest => {
-                outcome.push("response_status", Value::Status(status.as_u16()));
+                outcome.push(Name::ResponseStatus, Value::Status(status.as_u16()));
                 if self.scope == Scope::Call {
                     let breaker = response.headers().contains_key(X_CIRCUIT_BREAKER);
-                    outcome.push("circuit_breaker", Value::Str(flag(breaker)));
+                    outcome.push(Name::CircuitBreaker, Value::Str(flag(breaker)));
                 }
             }
         }
@@ -130,7 +126,7 @@ impl Recording {
         let kind = failure_kind_of(error);
         let mut outcome = Outcome::default();
         match self.naming {
-            Naming::Otel => outcome.push(names::ERROR_TYPE, Value::Str(kind.as_str())),
+            Naming::Otel => outcome.push(Name::ErrorType, Value::Str(kind.as_str())),
             Naming::AioRequest => {
                 // aio-request answers a timeout with 408, an open breaker
                 // with a 502 marked X-Circuit-Breaker, and anything else
@@ -140,10 +136,10 @@ impl Recording {
                     FailureKind::CircuitOpen => 502,
                     _ => 499,
                 };
-                outcome.push("response_status", Value::Status(status));
+                outcome.push(Name::ResponseStatus, Value::Status(status));
                 if self.scope == Scope::Call {
                     let breaker = kind == FailureKind::CircuitOpen;
-                    outcome.push("circuit_breaker", Value::Str(flag(breaker)));
+                    outcome.push(Name::CircuitBreaker, Value::Str(flag(breaker)));
                 }
             }
         }
@@ -155,11 +151,11 @@ impl Recording {
     fn cancelled(&mut self) {
         let mut outcome = Outcome::default();
         match self.naming {
-            Naming::Otel => outcome.push(names::ERROR_TYPE, Value::Str(CANCELLED)),
+            Naming::Otel => outcome.push(Name::ErrorType, Value::Str(CANCELLED)),
             Naming::AioRequest => {
-                outcome.push("response_status", Value::Status(499));
+                outcome.push(Name::ResponseStatus, Value::Status(499));
                 if self.scope == Scope::Call {
-                    outcome.push("circuit_breaker", Value::Str(flag(false)));
+                    outcome.push(Name::CircuitBreaker, Value::Str(flag(false)));
                 }
             }
         }

@@ -33,9 +33,8 @@ pub struct MetricsLayer {
     pub(crate) naming: Naming,
     pub(crate) classifier: Classifier,
     pub(crate) propagate: bool,
-    /// Metric handles per label set, shared by clones. Keyed by the metric
-    /// name and every label value, so clones configured differently can
-    /// share it.
+    /// Metric handles per label set, shared by clones; a builder method
+    /// that changes the metric names starts a new one.
     pub(crate) cache: Arc<SeriesCache>,
 }
 
@@ -82,12 +81,14 @@ impl MetricsLayer {
     /// Where the layer sits.
     pub fn scope(mut self, scope: Scope) -> Self {
         self.scope = scope;
+        self.cache = Arc::default();
         self
     }
 
     /// Which names and buckets to emit.
     pub fn naming(mut self, naming: Naming) -> Self {
         self.naming = naming;
+        self.cache = Arc::default();
         self
     }
 

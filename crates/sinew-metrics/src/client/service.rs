@@ -121,7 +121,7 @@ where
         let handles = match layer.naming {
             Naming::Otel => Handles::resolve(
                 &layer.cache,
-                &[name, method, peer.address, port.as_str()],
+                &[method, peer.address, port.as_str()],
                 start.into_std(),
                 name,
                 || {
@@ -138,7 +138,7 @@ where
                 };
                 Handles::resolve(
                     &layer.cache,
-                    &[name, method, peer.scheme, peer.address, port.as_str(), path],
+                    &[method, peer.scheme, peer.address, port.as_str(), path],
                     start.into_std(),
                     name,
                     || {

@@ -10,9 +10,8 @@ use tokio::time::Instant;
 use tracing::Span;
 
 use super::body::MetricsBody;
-use crate::cache::{Handles, Outcome, Value};
+use crate::cache::{Handles, Name, Outcome, Value};
 use crate::config::Naming;
-use crate::names;
 
 pin_project! {
     /// The response future of [`ServerMetrics`](super::ServerMetrics).
@@ -107,14 +106,14 @@ impl ServerRecording {
         let value = Value::Status(status.as_u16());
         match self.naming {
             Naming::Otel => {
-                self.outcome.push(names::HTTP_RESPONSE_STATUS_CODE, value);
+                self.outcome.push(Name::StatusCode, value);
                 // OpenTelemetry: a server 5xx is an error, error.type = the code.
                 if status.is_server_error() {
-                    self.outcome.push(names::ERROR_TYPE, value);
+                    self.outcome.push(Name::ErrorType, value);
                     self.span.record("error.type", status.as_str());
                 }
             }
-            Naming::AioRequest => self.outcome.push("response_status", value),
+            Naming::AioRequest => self.outcome.push(Name::ResponseStatus, value),
         }
         self.span
             .record("http.response.status_code", status.as_u16());
@@ -129,18 +128,18 @@ impl ServerRecording {
 
     fn outcome_without_status(&mut self, aio_status: u16, error_type: &'static str) {
         match self.naming {
-            Naming::Otel => self.outcome.push(names::ERROR_TYPE, Value::Str(error_type)),
+            Naming::Otel => self.outcome.push(Name::ErrorType, Value::Str(error_type)),
             Naming::AioRequest => self
                 .outcome
-                .push("response_status", Value::Status(aio_status)),
+                .push(Name::ResponseStatus, Value::Status(aio_status)),
         }
         self.span.record("error.type", error_type);
     }
 
     /// The response body failed after the headers were sent.
     pub(crate) fn body_failed(&mut self) {
-        if self.naming == Naming::Otel && !self.outcome.has(names::ERROR_TYPE) {
-            self.outcome.push(names::ERROR_TYPE, Value::Str(BODY_ERROR));
+        if self.naming == Naming::Otel && !self.outcome.has(Name::ErrorType) {
+            self.outcome.push(Name::ErrorType, Value::Str(BODY_ERROR));
         }
         self.span.record("error.type", BODY_ERROR);
         tracing::debug!(parent: &self.span, "http server: response body failed");

@@ -47,8 +47,8 @@ pub struct ServerMetricsLayer {
     pub(crate) url_scheme: &'static str,
     pub(crate) accept_trace: bool,
     pub(crate) client_header: HeaderName,
-    /// Metric handles per label set, shared by clones; keyed by the metric
-    /// name and every label value.
+    /// Metric handles per label set, shared by clones; a builder method
+    /// that changes the metric names starts a new one.
     pub(crate) cache: Arc<SeriesCache>,
 }
 
@@ -87,6 +87,7 @@ impl ServerMetricsLayer {
     /// Which names and buckets to emit.
     pub fn naming(mut self, naming: Naming) -> Self {
         self.naming = naming;
+        self.cache = Arc::default();
         self
     }
 

@@ -139,7 +139,7 @@ where
             let handles = match layer.naming {
                 Naming::Otel => Handles::resolve(
                     &layer.cache,
-                    &[name, method, scheme, route],
+                    &[method, scheme, route],
                     start.into_std(),
                     name,
                     || {
@@ -157,7 +157,7 @@ where
                         labels::client_name(parts.headers.get(&layer.client_header), &mut buf);
                     Handles::resolve(
                         &layer.cache,
-                        &[name, client, method, route, scheme],
+                        &[client, method, route, scheme],
                         start.into_std(),
                         name,
                         || {
