@@ -103,6 +103,14 @@ impl CircuitBreakerHandle {
             .map(|b| b.state(tokio::time::Instant::now()))
     }
 
+    /// Whether a call to `key` would be refused now: open and still
+    /// waiting, forced open, or half-open with every probe slot taken. A
+    /// balancer asks this to skip such endpoints; a closed breaker answers
+    /// without taking its lock.
+    pub fn refuses(&self, key: &str) -> bool {
+        self.registry.refuses(key, tokio::time::Instant::now())
+    }
+
     /// Refuse every call to `key` until [`reset`](Self::reset).
     pub fn force_open(&self, key: &str) {
         self.manual(key, Manual::ForceOpen)

@@ -311,6 +311,20 @@ impl Breaker {
         }
     }
 
+    /// Would a call be refused now (see [`Breaker::acquire`])?
+    pub(crate) fn refuses(&self, now: Instant, config: &BreakerConfig) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let inner = self.lock();
+        match (inner.forced, inner.phase) {
+            (Some(Forced::Open), _) => true,
+            (Some(Forced::Closed), _) | (None, Phase::Closed) => false,
+            (None, Phase::Open { until }) => now < until,
+            (None, Phase::HalfOpen { in_flight, .. }) => in_flight >= config.half_open_probes,
+        }
+    }
+
     /// May a call go through now? `Err` carries how long until a probe.
     pub(crate) fn acquire(
         &self,
@@ -630,6 +644,14 @@ impl Registry {
         breaker.last_used_ms.store(used, Ordering::Relaxed);
         shard.insert(breaker.key.clone(), breaker.clone());
         breaker
+    }
+
+    /// Whether `key`'s breaker would refuse a call now (`false` for an
+    /// unknown key); no reference count is taken.
+    pub(crate) fn refuses(&self, key: &str, now: Instant) -> bool {
+        self.shard(key)
+            .get(key)
+            .is_some_and(|b| b.refuses(now, &self.config))
     }
 
     /// The breaker of `key` if it exists.

@@ -248,16 +248,23 @@ async fn half_open_needs_m_successes_and_one_failure_reopens() {
     });
     let h = l.handle();
     let svc = l.layer(backend(script, Duration::ZERO, Arc::default()));
+    assert!(!h.refuses(KEY), "an unknown key refuses nothing");
     status(&svc).await.unwrap(); // open
+    assert!(h.refuses(KEY));
     tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(!h.refuses(KEY), "the wait is over: a probe may go");
     status(&svc).await.unwrap(); // 200: one success
     assert_eq!(h.state(KEY), Some(State::HalfOpen));
+    assert!(!h.refuses(KEY), "the probe slot is free again");
     status(&svc).await.unwrap(); // 500: re-open (2 s now)
     assert_eq!(h.state(KEY), Some(State::Open));
-    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    assert!(h.refuses(KEY));
+    tokio::time::advance(Duration::from_millis(1)).await;
     status(&svc).await.unwrap();
     status(&svc).await.unwrap();
     assert_eq!(h.state(KEY), Some(State::Closed));
+    assert!(!h.refuses(KEY));
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,6 +279,7 @@ async fn half_open_lets_exactly_n_of_64_concurrent_callers_through() {
             success_threshold: 100,
             ..BreakerConfig::default()
         });
+        let h = l.handle();
         let svc = l.layer(backend(script, Duration::from_millis(50), hits.clone()));
         status(&svc).await.unwrap();
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -282,6 +290,9 @@ async fn half_open_lets_exactly_n_of_64_concurrent_callers_through() {
                 tokio::spawn(async move { status(&svc).await })
             })
             .collect();
+        // Every probe slot is taken while the probes are in flight.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(h.refuses(KEY), "{n} probes in flight");
         let mut through = 0;
         let mut refused = 0;
         for c in calls {
@@ -381,11 +392,13 @@ async fn manual_control_and_fallback() {
     })));
     h.force_open(KEY);
     assert_eq!(h.state(KEY), Some(State::ForcedOpen));
+    assert!(h.refuses(KEY));
     let res = svc.clone().oneshot(req()).await.unwrap();
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(res.headers()["x-circuit-breaker"], "1");
     assert_eq!(res.headers()["x-do-not-retry"], "1");
     h.force_closed(KEY);
+    assert!(!h.refuses(KEY));
     assert_eq!(
         svc.clone().oneshot(req()).await.unwrap().into_body(),
         "fine"

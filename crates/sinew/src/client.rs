@@ -841,9 +841,7 @@ fn balance_layer(builder: &ClientBuilder) -> Option<sinew_balance::LoadBalanceLa
     #[cfg(feature = "breaker")]
     if let Some(breaker) = &builder.breaker {
         let handle = breaker.handle();
-        return Some(layer.available_if(move |endpoint| {
-            handle.state(endpoint) != Some(sinew_breaker::State::Open)
-        }));
+        return Some(layer.available_if(move |endpoint| !handle.refuses(endpoint)));
     }
     Some(layer)
 }
