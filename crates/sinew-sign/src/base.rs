@@ -11,6 +11,8 @@ use sfv::{
     KeyRef, List, ListEntry, Parameters, Parser, RefBareItem, StringRef,
 };
 
+use sinew_core::headers::CONTENT_DIGEST;
+
 use crate::component::{Component, FieldOpts, Kind};
 use crate::received::{write_params, RawParams};
 use crate::SF_VERSION;
@@ -89,8 +91,7 @@ impl<'a> MessageRef<'a> {
     }
 
     fn write_scheme(&self, uri: &Uri, out: &mut String) {
-        let s = uri.scheme_str().unwrap_or(self.scheme);
-        out.extend(s.chars().map(|c| c.to_ascii_lowercase()));
+        push_lowercase(out, uri.scheme_str().unwrap_or(self.scheme));
     }
 
     /// The normalised `@authority`: lower-case host, default port dropped.
@@ -129,7 +130,7 @@ impl<'a> MessageRef<'a> {
         if host.is_empty() {
             return Err(BaseError::NoAuthority.into());
         }
-        out.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        push_lowercase(out, host);
         match authority.port_u16() {
             Some(80) if scheme.eq_ignore_ascii_case("http") => {}
             Some(443) if scheme.eq_ignore_ascii_case("https") => {}
@@ -215,7 +216,14 @@ impl<'a> MessageRef<'a> {
         opts: &FieldOpts<&str>,
         out: &mut String,
     ) -> Result<(), ValueError> {
-        let mut values = self.headers.get_all(opts.name).iter().peekable();
+        // The field sinew covers by default is looked up by its constant
+        // name (no parse of the name per request).
+        let values = if opts.name == CONTENT_DIGEST.as_str() {
+            self.headers.get_all(&CONTENT_DIGEST)
+        } else {
+            self.headers.get_all(opts.name)
+        };
+        let mut values = values.iter().peekable();
         if values.peek().is_none() {
             return Err(ValueError::Missing);
         }
@@ -287,6 +295,29 @@ impl From<BaseError> for ValueError {
     fn from(e: BaseError) -> Self {
         ValueError::Other(e)
     }
+}
+
+/// Append `s` in ASCII lower case.
+fn push_lowercase(out: &mut String, s: &str) {
+    let start = out.len();
+    out.push_str(s);
+    if let Some(appended) = out.get_mut(start..) {
+        appended.make_ascii_lowercase();
+    }
+}
+
+/// Append the base64 (standard alphabet, padded) of 32 bytes: a digest or
+/// a MAC. (`encode_string` goes through a chunked encoder; a fixed buffer
+/// is faster for a fixed size.)
+pub(crate) fn push_base64_32(out: &mut String, bytes: &[u8; 32]) {
+    let mut buf = [0u8; 44];
+    if let Ok(n) = base64::engine::general_purpose::STANDARD.encode_slice(bytes, &mut buf) {
+        if let Some(Ok(text)) = buf.get(..n).map(std::str::from_utf8) {
+            out.push_str(text);
+            return;
+        }
+    }
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, out);
 }
 
 fn itoa_u16(mut n: u16, buf: &mut [u8; 5]) -> &str {

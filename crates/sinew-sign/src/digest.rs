@@ -3,6 +3,7 @@
 use base64::Engine as _;
 use sfv::{BareItem, Dictionary, ListEntry, Parser};
 
+use crate::base::push_base64_32;
 use crate::SF_VERSION;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
@@ -20,10 +21,10 @@ use subtle::ConstantTimeEq;
 /// );
 /// ```
 pub fn content_digest(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    let mut out = String::with_capacity(56);
+    let digest: [u8; 32] = Sha256::digest(body).into();
+    let mut out = String::with_capacity(54);
     out.push_str("sha-256=:");
-    base64::engine::general_purpose::STANDARD.encode_string(digest, &mut out);
+    push_base64_32(&mut out, &digest);
     out.push(':');
     out
 }

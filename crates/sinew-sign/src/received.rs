@@ -223,7 +223,9 @@ pub(crate) enum InputEntry<'de> {
 pub(crate) struct InputVisitor<'de, 'w> {
     want: Option<&'w str>,
     label: Option<&'de KeyRef>,
-    entry: Option<InputEntry<'de>>,
+    /// Whether the chosen member was seen, and as an inner list or not.
+    seen: Option<bool>,
+    list: RawInput<'de>,
 }
 
 impl<'de, 'w> InputVisitor<'de, 'w> {
@@ -231,7 +233,8 @@ impl<'de, 'w> InputVisitor<'de, 'w> {
         Self {
             want,
             label: None,
-            entry: None,
+            seen: None,
+            list: RawInput::default(),
         }
     }
 }
@@ -251,30 +254,43 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor<'de, '_> {
             return Ok(None);
         }
         self.label = Some(key);
-        Ok(Some(InputEntryVisitor(&mut self.entry)))
+        Ok(Some(InputEntryVisitor {
+            seen: &mut self.seen,
+            list: &mut self.list,
+        }))
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
-        Ok((self.label, self.entry))
+        let entry = self.seen.map(|inner_list| {
+            if inner_list {
+                InputEntry::InnerList(self.list)
+            } else {
+                InputEntry::NotInnerList
+            }
+        });
+        Ok((self.label, entry))
     }
 }
 
-struct InputEntryVisitor<'a, 'de>(&'a mut Option<InputEntry<'de>>);
+struct InputEntryVisitor<'a, 'de> {
+    seen: &'a mut Option<bool>,
+    list: &'a mut RawInput<'de>,
+}
 
 impl<'de> EntryVisitor<'de> for InputEntryVisitor<'_, 'de> {
     type Error = Infallible;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
-        *self.0 = Some(InputEntry::NotInnerList);
+        *self.seen = Some(false);
         Ok(Ignored)
     }
 
     fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Self::Error> {
-        let entry = self.0.insert(InputEntry::InnerList(RawInput::default()));
-        Ok(match entry {
-            InputEntry::InnerList(list) => Some(InnerListV(list)),
-            InputEntry::NotInnerList => None,
-        })
+        // A later member of the same name replaces an earlier one.
+        *self.seen = Some(true);
+        self.list.items.clear();
+        self.list.params.clear();
+        Ok(InnerListV(self.list))
     }
 }
 
@@ -295,18 +311,47 @@ impl<'de> InnerListVisitor<'de> for InnerListV<'_, 'de> {
 struct ItemV<'a, 'de>(&'a mut Vec<RawItem<'de>>);
 
 impl<'de> ItemVisitor<'de> for ItemV<'_, 'de> {
-    type Out = Option<()>;
+    type Out = ();
     type Error = Infallible;
 
     fn bare_item(
         self,
         bare: BareItemFromInput<'de>,
     ) -> Result<impl ParameterVisitor<'de, Out = Self::Out>, Self::Error> {
-        self.0.push(RawItem {
+        Ok(ItemParamsV {
+            items: self.0,
             bare,
             params: Vec::new(),
+        })
+    }
+}
+
+/// Collects an item's parameters, then adds the item to the list.
+struct ItemParamsV<'a, 'de> {
+    items: &'a mut Vec<RawItem<'de>>,
+    bare: BareItemFromInput<'de>,
+    params: RawParams<'de>,
+}
+
+impl<'de> ParameterVisitor<'de> for ItemParamsV<'_, 'de> {
+    type Out = ();
+    type Error = Infallible;
+
+    fn parameter(
+        &mut self,
+        key: &'de KeyRef,
+        value: BareItemFromInput<'de>,
+    ) -> Result<(), Self::Error> {
+        set_param(&mut self.params, key, value);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Self::Out, Self::Error> {
+        self.items.push(RawItem {
+            bare: self.bare,
+            params: self.params,
         });
-        Ok(self.0.last_mut().map(|item| ParamsV(&mut item.params)))
+        Ok(())
     }
 }
 
@@ -321,15 +366,21 @@ impl<'de> ParameterVisitor<'de> for ParamsV<'_, 'de> {
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
-        match self.0.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => *v = value,
-            None => self.0.push((key, value)),
-        }
+        set_param(self.0, key, value);
         Ok(())
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
         Ok(())
+    }
+}
+
+/// A later parameter of the same name replaces the value of the earlier
+/// one, which keeps its position.
+fn set_param<'de>(params: &mut RawParams<'de>, key: &'de KeyRef, value: BareItemFromInput<'de>) {
+    match params.iter_mut().find(|(k, _)| *k == key) {
+        Some((_, v)) => *v = value,
+        None => params.push((key, value)),
     }
 }
 

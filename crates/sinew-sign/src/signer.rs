@@ -17,7 +17,9 @@ use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
 };
 
-use crate::base::{sf_integer, sf_string, with_buffer, write_base, BaseError, MessageRef};
+use crate::base::{
+    push_base64_32, sf_integer, sf_string, with_buffer, write_base, BaseError, MessageRef,
+};
 use crate::config::{Profile, SignConfig};
 use crate::digest::content_digest;
 use crate::error::SignError;
@@ -120,6 +122,15 @@ fn param_text(name: &KeyRef, value: RefBareItem<'_>) -> String {
         .finish();
     text.replace_range(..2, "");
     text
+}
+
+/// The length of `n` written in decimal.
+fn decimal_len(n: i64) -> usize {
+    let digits = n
+        .unsigned_abs()
+        .checked_ilog10()
+        .map_or(1, |l| l as usize + 1);
+    digits + usize::from(n < 0)
 }
 
 /// Append a structured-field integer (at most 15 digits), as sfv writes it.
@@ -233,7 +244,19 @@ impl Signer {
             (None, None) => None,
         };
         let t = &self.inner.template;
-        let mut input = String::with_capacity(t.head.len() + t.keyid.len() + t.tail.len() + 72);
+        // The exact length: a header value made from a string with spare
+        // capacity costs `Bytes` an extra allocation.
+        let len = t.head.len()
+            + decimal_len(created)
+            + expires.map_or(0, |e| ";expires=".len() + decimal_len(e))
+            + t.keyid.len()
+            + if cfg.nonce {
+                ";nonce=\"\"".len() + 22
+            } else {
+                0
+            }
+            + t.tail.len();
+        let mut input = String::with_capacity(len);
         input.push_str(&t.head);
         push_integer(&mut input, created)?;
         if let Some(e) = expires {
@@ -247,6 +270,7 @@ impl Signer {
             input.push('"');
         }
         input.push_str(&t.tail);
+        debug_assert_eq!(input.len(), len);
         let params_value = &input[cfg.label.len() + 1..];
         let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
         let mac = with_buffer(|base| {
@@ -255,7 +279,7 @@ impl Signer {
         })?;
         let mut signature = String::with_capacity(t.signature_head.len() + 45);
         signature.push_str(&t.signature_head);
-        base64::engine::general_purpose::STANDARD.encode_string(mac, &mut signature);
+        push_base64_32(&mut signature, &mac);
         signature.push(':');
         tracing::debug!(
             key_id = %cfg.key_id,
@@ -291,7 +315,15 @@ impl Signer {
 fn push_fresh_nonce(out: &mut String) {
     let mut bytes = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(bytes, out);
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut buf = [0u8; 22];
+    match engine
+        .encode_slice(bytes, &mut buf)
+        .map(|n| buf.get(..n).map(std::str::from_utf8))
+    {
+        Ok(Some(Ok(text))) => out.push_str(text),
+        _ => engine.encode_string(bytes, out),
+    }
 }
 
 fn header_value(text: String) -> Result<HeaderValue, SignError> {
