@@ -207,29 +207,47 @@ impl Value {
 /// The labels a call adds when it ends (at most two: a status and an error
 /// type, or aio-request's status and breaker flag). `Copy`, so it is a
 /// cheap cache key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Outcome {
-    labels: [Option<(Name, Value)>; 2],
+    /// The first `len` are set; the others stay at their default, so the
+    /// derived equality is the outcome's.
+    labels: [(Name, Value); 2],
+    len: u8,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome {
+            labels: [(Name::StatusCode, Value::Status(0)); 2],
+            len: 0,
+        }
+    }
 }
 
 impl Outcome {
     /// Add a label (a third one is ignored; no caller adds more than two).
+    #[inline]
     pub(crate) fn push(&mut self, name: Name, value: Value) {
-        if let Some(slot) = self.labels.iter_mut().find(|l| l.is_none()) {
-            *slot = Some((name, value));
+        if let Some(slot) = self.labels.get_mut(usize::from(self.len)) {
+            *slot = (name, value);
+            self.len += 1;
         }
+    }
+
+    fn set(&self) -> &[(Name, Value)] {
+        &self.labels[..usize::from(self.len)]
     }
 
     /// Whether a label called `name` is present.
     pub(crate) fn has(&self, name: Name) -> bool {
-        self.labels.iter().flatten().any(|(n, _)| *n == name)
+        self.set().iter().any(|(n, _)| *n == name)
     }
 
     /// `base` followed by the outcome's labels.
     pub(crate) fn labels(&self, base: &[Label]) -> Vec<Label> {
         let mut out = Vec::with_capacity(base.len() + 2);
         out.extend_from_slice(base);
-        for (name, value) in self.labels.iter().flatten() {
+        for (name, value) in self.set() {
             out.push(Label::new(name.as_str(), value.to_shared()));
         }
         out
@@ -242,8 +260,9 @@ impl Outcome {
 /// The handles of one label set: the in-flight gauge, and a duration
 /// histogram per outcome, registered on first use.
 pub(crate) struct Series {
-    /// The key's values, to tell a hash collision from a hit.
-    key: Box<[Box<str>]>,
+    /// The key's values joined (see [`Joined`]), to tell a hash collision
+    /// from a hit.
+    key: Box<[u8]>,
     name: &'static str,
     base: Vec<Label>,
     active: Option<Gauge>,
@@ -272,7 +291,10 @@ impl Series {
         now: Instant,
     ) -> Self {
         Series {
-            key: key.iter().map(|k| Box::from(*k)).collect(),
+            key: key
+                .iter()
+                .flat_map(|k| k.bytes().chain([SEPARATOR]))
+                .collect(),
             name,
             base,
             active,
@@ -282,10 +304,8 @@ impl Series {
         }
     }
 
-    fn matches(&self, name: &str, key: &[&str]) -> bool {
-        self.name == name
-            && self.key.len() == key.len()
-            && self.key.iter().zip(key).all(|(a, b)| &**a == *b)
+    fn matches(&self, name: &'static str, key: &Joined<'_>) -> bool {
+        (std::ptr::eq(self.name, name) || self.name == name) && key.eq(&self.key)
     }
 
     /// The in-flight gauge, if this label set has one.
@@ -337,6 +357,61 @@ impl Series {
 
 // ---------------------------------------------------------------------------
 // The cache.
+
+/// Separates a key's values; never occurs in UTF-8, so a joined key splits
+/// back unambiguously.
+const SEPARATOR: u8 = 0xff;
+
+/// A key's values joined by [`SEPARATOR`] in a stack buffer when they fit
+/// (the usual case): one `write` to hash and one comparison to match,
+/// instead of one per value.
+struct Joined<'a> {
+    parts: &'a [&'a str],
+    buf: [u8; 128],
+    /// The joined length, or `None` when the values do not fit `buf`.
+    len: Option<usize>,
+}
+
+impl<'a> Joined<'a> {
+    #[inline(always)]
+    fn new(parts: &'a [&'a str]) -> Self {
+        let mut buf = [0u8; 128];
+        let mut len = Some(0);
+        for part in parts {
+            let Some(at) = len else { break };
+            let bytes = part.as_bytes();
+            len = match buf.get_mut(at..at + bytes.len() + 1) {
+                Some(dst) => {
+                    dst[..bytes.len()].copy_from_slice(bytes);
+                    dst[bytes.len()] = SEPARATOR;
+                    Some(at + bytes.len() + 1)
+                }
+                None => None,
+            };
+        }
+        Joined { parts, buf, len }
+    }
+
+    fn bytes(&self) -> Option<&[u8]> {
+        self.len.map(|len| &self.buf[..len])
+    }
+
+    /// Whether `stored` (the values joined) is this key.
+    fn eq(&self, stored: &[u8]) -> bool {
+        if let Some(bytes) = self.bytes() {
+            return bytes == stored;
+        }
+        let mut rest = stored;
+        for part in self.parts {
+            let part = part.as_bytes();
+            match rest.strip_prefix(part) {
+                Some([SEPARATOR, tail @ ..]) => rest = tail,
+                _ => return false,
+            }
+        }
+        rest.is_empty()
+    }
+}
 
 /// Passes the (already keyed-hashed) `u64` key through.
 #[derive(Default)]
@@ -397,31 +472,18 @@ impl SeriesCache {
             .len()
     }
 
-    fn hash(&self, key: &[&str]) -> u64 {
-        // Keyed SipHash: a peer cannot aim label values at one bucket. 0xff
-        // never occurs in UTF-8, so it separates values unambiguously. One
-        // `write` of the joined values when they fit a stack buffer (the
-        // usual case), as per-value writes cost more than the hashing.
+    fn hash(&self, key: &Joined<'_>) -> u64 {
+        // Keyed SipHash: a peer cannot aim label values at one bucket.
         let mut h = self.hasher.build_hasher();
-        let mut buf = [0u8; 128];
-        let mut len = 0;
-        for part in key {
-            let bytes = part.as_bytes();
-            match buf.get_mut(len..len + bytes.len() + 1) {
-                Some(dst) => {
-                    dst[..bytes.len()].copy_from_slice(bytes);
-                    dst[bytes.len()] = 0xff;
-                    len += bytes.len() + 1;
-                }
-                None => {
-                    h.write(&buf[..len]);
-                    len = 0;
-                    h.write(bytes);
-                    h.write_u8(0xff);
+        match key.bytes() {
+            Some(bytes) => h.write(bytes),
+            None => {
+                for part in key.parts {
+                    h.write(part.as_bytes());
+                    h.write_u8(SEPARATOR);
                 }
             }
         }
-        h.write(&buf[..len]);
         h.finish()
     }
 
@@ -436,6 +498,8 @@ impl SeriesCache {
         now: Instant,
         make: impl FnOnce() -> Series,
     ) -> Option<Arc<Series>> {
+        let joined = Joined::new(key);
+        let key = &joined;
         let hash = self.hash(key);
         let fresh = |s: &Series| now.saturating_duration_since(s.resolved) < REFRESH;
         {
@@ -457,6 +521,7 @@ impl SeriesCache {
             None => {}
         }
         let series = Arc::new(make());
+        debug_assert!(series.matches(name, key), "a series built for another key");
         map.insert(hash, Arc::clone(&series));
         Some(series)
     }
@@ -618,6 +683,20 @@ mod tests {
             assert!(Arc::ptr_eq(&first, &again));
         }
         assert_eq!(cache.len(), 2);
+
+        // Matching a key that does not fit the stack buffer, value by value.
+        let stored = |parts: &[&str]| Series::new(parts, T, Vec::new(), None, now).key;
+        let a = [long.as_str(), "1"];
+        let joined = Joined::new(&a);
+        assert!(joined.bytes().is_none());
+        assert!(joined.eq(&stored(&a)));
+        let long1 = format!("{long}1");
+        assert!(!joined.eq(&stored(&[long1.as_str()])));
+        assert!(!joined.eq(&stored(&[long.as_str(), "1", ""])));
+        assert!(!joined.eq(&stored(&[long.as_str()])));
+        let short = ["a", "1"];
+        assert!(Joined::new(&short).eq(&stored(&short)));
+        assert!(!Joined::new(&short).eq(&stored(&["a1"])));
     }
 
     #[test]

@@ -12,19 +12,19 @@ use sinew_core::TraceParent;
 
 /// The ids of a trace parent, written as a `traceparent` value.
 fn format(trace_id: &[u8; 16], span_id: &[u8; 8], flags: u8) -> [u8; 55] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    fn put(out: &mut [u8], bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 0xf)];
+        }
+    }
     let mut out = [b'-'; 55];
     out[0] = b'0';
     out[1] = b'0';
-    let mut put = |at: usize, bytes: &[u8]| {
-        for (i, b) in bytes.iter().enumerate() {
-            out[at + 2 * i] = DIGITS[usize::from(b >> 4)];
-            out[at + 2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-        }
-    };
-    put(3, trace_id);
-    put(36, span_id);
-    put(53, &[flags]);
+    put(&mut out[3..35], trace_id);
+    put(&mut out[36..52], span_id);
+    put(&mut out[53..55], &[flags]);
     out
 }
 
