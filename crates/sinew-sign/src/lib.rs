@@ -8,7 +8,9 @@
 //!   sha-256=:…:` ([RFC 9530]) whenever `content-digest` is covered, also for
 //!   empty bodies; parameters `created`, optional `expires`, a fresh random
 //!   `nonce`, `keyid`, `alg="hmac-sha256"`, optional `tag`; label `sig1`.
-//!   Structured fields are parsed and written by the `sfv` crate.
+//!   Structured fields are parsed and written by the `sfv` crate (RFC 8941
+//!   rules); verification walks `Signature-Input` and `Signature` with its
+//!   borrowing visitor parser and keeps only the member it checks.
 //! * **`legacy`**: microservice_comms' scheme: `X-Service-ID`,
 //!   `X-Timestamp` (Unix seconds), `X-Signature` = lower-case hex
 //!   HMAC-SHA256 of `METHOD|PATH|TIMESTAMP` under the secret's UTF-8 bytes.
