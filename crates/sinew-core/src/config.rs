@@ -43,7 +43,7 @@ pub mod duration {
 pub mod opt_duration {
     use std::time::Duration;
 
-    use serde::{Deserializer, Serializer};
+    use serde::{Deserialize, Deserializer, Serializer};
 
     /// Write a duration like `250ms`, or none.
     pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -53,9 +53,11 @@ pub mod opt_duration {
         }
     }
 
-    /// Read a duration like `250ms` or `2s`.
+    /// Read a duration like `250ms` or `2s`, or none (`null`).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        super::duration::deserialize(d).map(Some)
+        Option::<std::borrow::Cow<'de, str>>::deserialize(d)?
+            .map(|s| super::duration::parse(&s).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -120,6 +122,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!(text, r#"{"a":"1m 30s","b":"250ms","c":["50ms","2s"]}"#);
+        let c: C = serde_json::from_str(r#"{"a": "1s", "b": null}"#).unwrap();
+        assert_eq!(c.b, None);
         let err = serde_json::from_str::<C>(r#"{"a": "soon"}"#)
             .unwrap_err()
             .to_string();

@@ -315,40 +315,4 @@ impl VerifyConfig {
 }
 
 #[cfg(feature = "serde")]
-pub(crate) mod duration {
-    use std::time::Duration;
-
-    pub(crate) fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Duration, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
-    }
-}
-
-#[cfg(feature = "serde")]
-pub(crate) mod opt_duration {
-    use std::time::Duration;
-
-    pub(crate) fn serialize<S: serde::Serializer>(
-        d: &Option<Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.collect_str(&humantime::format_duration(*d)),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
-        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
-            .transpose()
-    }
-}
+pub(crate) use sinew_core::config::{duration, opt_duration};
