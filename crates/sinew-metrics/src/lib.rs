@@ -107,6 +107,23 @@
 //! A new counter in any sinew layer follows the same rule
 //! (`sinew_<layer>_<what>_total{<bounded labels>}`).
 //!
+//! # Cost per call
+//!
+//! Each layer caches the metric handles of every label set it has seen
+//! (the in-flight gauge, and a histogram per outcome), so a call costs one
+//! keyed hash of its label values, a read lock and the recorder's atomic
+//! updates, without building labels or resolving them through the
+//! recorder's registry. The cache serves only the process's global recorder
+//! (installed once, never freed, so handles cannot end up in another
+//! recorder); under a thread-local recorder (`metrics::with_local_recorder`,
+//! as tests use) every call resolves its labels as the `metrics` macros do.
+//! A recorder installed after the layers are built is picked up (a
+//! background thread learns which recorder is the global one). Each layer
+//! caches at most 1 024 label sets and 16 outcomes per set, and re-resolves
+//! a set once a second (exporters that drop idle series keep working);
+//! beyond the bounds calls are still recorded, uncached, so label values a
+//! peer chooses cannot grow memory without bound.
+//!
 //! # Tracing
 //!
 //! The client layer opens a span `http.client` per call or attempt and the
