@@ -46,40 +46,84 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = SignFuture<S::Response>;
+    type Future = SignFuture<S::Future, S::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let signer = self.signer.clone();
-        SignFuture {
-            inner: Box::pin(async move {
-                let (mut parts, body) = req.into_parts();
-                let limit = signer.config().body_limit;
-                let body = Body::buffer(body, limit)
-                    .await
-                    .map_err(|e| BoxError::from(SignError::Body(e)))?;
-                match body.bytes() {
-                    Some(bytes) => signer.sign(&mut parts, bytes)?,
-                    None if signer.needs_body() => {
+        let (mut parts, body) = req.into_parts();
+        // A body known to be empty, or a sinew `Body` already in memory, is
+        // signed here and the inner service called at once: no copy of the
+        // inner service, no boxed future.
+        let body = match in_memory(body) {
+            Ok(body) => {
+                let limit = self.signer.config().body_limit;
+                let signed = match body.bytes() {
+                    Some(bytes) if bytes.len() <= limit => self.signer.sign(&mut parts, bytes),
+                    _ if self.signer.needs_body() => {
                         tracing::warn!(
                             limit,
                             "request not sent: content-digest is covered and the body exceeds the signing limit"
                         );
-                        return Err(SignError::BodyTooLarge { limit }.into());
+                        Err(SignError::BodyTooLarge { limit })
                     }
-                    None => signer.sign(&mut parts, &[])?,
+                    _ => self.signer.sign(&mut parts, &[]),
+                };
+                return match signed {
+                    Ok(()) => SignFuture::direct(self.inner.call(Request::from_parts(parts, body))),
+                    Err(e) => SignFuture::failed(e.into()),
+                };
+            }
+            Err(body) => body,
+        };
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let signer = self.signer.clone();
+        SignFuture::buffering(Box::pin(async move {
+            let limit = signer.config().body_limit;
+            let body = Body::buffer(body, limit)
+                .await
+                .map_err(|e| BoxError::from(SignError::Body(e)))?;
+            match body.bytes() {
+                Some(bytes) => signer.sign(&mut parts, bytes)?,
+                None if signer.needs_body() => {
+                    tracing::warn!(
+                        limit,
+                        "request not sent: content-digest is covered and the body exceeds the signing limit"
+                    );
+                    return Err(SignError::BodyTooLarge { limit }.into());
                 }
-                inner
-                    .call(Request::from_parts(parts, body))
-                    .await
-                    .map_err(Into::into)
-            }),
+                None => signer.sign(&mut parts, &[])?,
+            }
+            inner
+                .call(Request::from_parts(parts, body))
+                .await
+                .map_err(Into::into)
+        }))
+    }
+}
+
+/// The body as a sinew [`Body`] held in memory, when it is one already or
+/// is known to be empty; else the body back.
+fn in_memory<B>(body: B) -> Result<Body, B>
+where
+    B: http_body::Body + 'static,
+{
+    let mut slot = Some(body);
+    if let Some(sinew) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Body>>() {
+        if sinew.as_ref().is_some_and(|b| b.bytes().is_some()) {
+            if let Some(b) = sinew.take() {
+                return Ok(b);
+            }
         }
+    }
+    match slot {
+        Some(body) if body.is_end_stream() => Ok(Body::empty()),
+        Some(body) => Err(body),
+        // Only reached if the slot was taken above, which returns.
+        None => Ok(Body::empty()),
     }
 }
 
