@@ -253,6 +253,8 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
                     "sinew+retry" => "sinew+retry",
                     "sinew+sign" => "sinew+sign",
                     "sinew+metrics" => "sinew+metrics",
+                    "sinew+balance" => "sinew+balance",
+                    "sinew+breaker" => "sinew+breaker",
                     _ => "unknown",
                 },
                 &ports.backends,
@@ -274,6 +276,8 @@ async fn load(mut args: LoadArgs) -> Result<(), Box<dyn std::error::Error + Send
             "sinew+retry",
             "sinew+sign",
             "sinew+metrics",
+            "sinew+balance",
+            "sinew+breaker",
         ] {
             parts.push(clients::sinew_variant(name, &ports.backends)?);
         }

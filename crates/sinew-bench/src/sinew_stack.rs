@@ -69,6 +69,15 @@ pub(crate) fn variant(name: &str, backends: &[SocketAddr]) -> Result<sinew::Clie
         "sinew+retry" => b.retry(sinew_retry::RetryLayer::new()),
         "sinew+sign" => b.sign(signer()?),
         "sinew+metrics" => b.metrics(sinew_metrics::MetricsConfig::default()),
+        // P2C over the three backends (the base URL's authority is replaced).
+        "sinew+balance" => b.balance(sinew::balance::LoadBalanceLayer::new(
+            sinew::balance::BalanceConfig::default(),
+            backends
+                .iter()
+                .map(|a| sinew::balance::Endpoint::new(a.to_string()))
+                .collect(),
+        )?),
+        "sinew+breaker" => b.breaker(sinew::breaker::CircuitBreakerLayer::new()),
         other => return Err(format!("unknown variant {other}").into()),
     };
     Ok(b.build()?)
