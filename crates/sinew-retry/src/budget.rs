@@ -163,7 +163,7 @@ impl RetryBudget {
             return;
         }
         let n = inner.pending.fetch_add(1, Ordering::AcqRel) + 1;
-        if n % FLUSH_EVERY == 0 {
+        if n.is_multiple_of(FLUSH_EVERY) {
             inner.flush(inner.epoch_now());
         }
     }
