@@ -17,7 +17,10 @@ fn sinew(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
+        // A child that exits before reading (a usage error) closes the pipe.
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     child.wait_with_output().unwrap()
 }
 
