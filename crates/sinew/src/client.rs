@@ -737,7 +737,9 @@ impl ClientBuilder {
             None => None,
         };
         let roots = self.roots.clone().unwrap_or_else(TlsRoots::system);
-        let transport = transport::build(&self.pool, &roots)?;
+        // Shared behind one `Arc`: the stack is cloned per call, and a
+        // hyper client clone touches several reference counts.
+        let transport = std::sync::Arc::new(transport::build(&self.pool, &roots)?);
         let buffer = self.response_buffer;
         let attempt = tower::service_fn(move |req: Request<Body>| {
             let sent = transport::send(&transport, req);
