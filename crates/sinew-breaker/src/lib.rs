@@ -54,7 +54,7 @@
 //!   rate (a call is slow when its response head took longer than the
 //!   threshold). Several policies: any of them trips it.
 //! * Open: calls fail fast in `call` with
-//!   [`CircuitOpen`](sinew_core::CircuitOpen) carrying the time until the
+//!   [`CircuitOpen`] carrying the time until the
 //!   next probe; readiness is never withheld, so one open key never blocks
 //!   another. The wait is `open_duration · 2^k` for the k-th open in a row,
 //!   capped at `max_open_duration`, ± `open_jitter`; it resets on closing.
