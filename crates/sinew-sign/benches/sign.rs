@@ -138,7 +138,7 @@ fn bench_case(c: &mut Criterion, name: &str, req: http::request::Parts, body: Ve
             BatchSize::SmallInput,
         )
     });
-    // With the replay cache (100 000 entries): every 50 000 calls the clock
+    // With the replay cache (the default capacity): every 50 000 calls the clock
     // moves past the window so expired entries are swept, as in a server.
     let mut n = 0u64;
     g.bench_function("sign_verify_replay_cache", |b| {

@@ -145,7 +145,7 @@ impl Verifier {
                 if r.kind() == RejectionKind::ReplayCacheFull {
                     tracing::warn!(
                         reason = r.reason(),
-                        "signature check refused: replay cache full"
+                        "signature check refused: replay cache full; raise replay_capacity (each signature is kept max_age + skew)"
                     );
                 } else {
                     tracing::info!(
