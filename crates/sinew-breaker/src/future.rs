@@ -9,29 +9,22 @@ use pin_project_lite::pin_project;
 use sinew_core::{BoxError, CircuitOpen};
 use tokio::time::Instant;
 
-use crate::state::{Admit, Breaker, Registry};
+use crate::state::{report, Admit, Breaker};
 
 /// Reports an admitted call's outcome, or releases its probe slot when the
 /// call is dropped before it ends.
 #[derive(Debug)]
 pub(crate) struct Guard {
     breaker: Arc<Breaker>,
-    registry: Arc<Registry>,
     admit: Admit,
     started: Instant,
     done: bool,
 }
 
 impl Guard {
-    pub(crate) fn new(
-        breaker: Arc<Breaker>,
-        registry: Arc<Registry>,
-        admit: Admit,
-        started: Instant,
-    ) -> Self {
+    pub(crate) fn new(breaker: Arc<Breaker>, admit: Admit, started: Instant) -> Self {
         Guard {
             breaker,
-            registry,
             admit,
             started,
             done: false,
@@ -40,17 +33,19 @@ impl Guard {
 
     fn finish(&mut self, failure: bool) {
         self.done = true;
+        // A success on a quiet closed breaker changes nothing: no clock read.
+        if !self.breaker.needs_record(self.admit, failure) {
+            return;
+        }
         let now = Instant::now();
         let t = self.breaker.record(
             self.admit,
             failure,
             now.saturating_duration_since(self.started),
             now,
-            &self.registry.config,
-            &self.registry,
         );
         if let Some(t) = t {
-            self.registry.report(self.breaker.key(), t);
+            report(self.breaker.key(), t);
         }
     }
 }
@@ -122,13 +117,15 @@ where
         if let Some(mut guard) = this.guard.take() {
             let failure = match &out {
                 Ok(resp) => guard
-                    .registry
+                    .breaker
+                    .policy
                     .config
                     .classifier
                     .classify_response(resp)
                     .is_failure(),
                 Err(e) => guard
-                    .registry
+                    .breaker
+                    .policy
                     .config
                     .classifier
                     .classify_error(&**e)

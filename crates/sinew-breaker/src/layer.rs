@@ -23,7 +23,7 @@ pub struct CircuitBreakerLayer {
 impl std::fmt::Debug for CircuitBreakerLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CircuitBreakerLayer")
-            .field("config", &self.registry.config)
+            .field("config", self.registry.config())
             .field("custom_key", &self.key_fn.is_some())
             .finish()
     }
@@ -50,7 +50,7 @@ impl CircuitBreakerLayer {
 
     /// Seed the jitter of the open durations (for tests).
     pub fn seed(self, seed: u64) -> Self {
-        let config = self.registry.config.clone();
+        let config = self.registry.config().clone();
         CircuitBreakerLayer {
             registry: Arc::new(Registry::new(config, Some(seed))),
             key_fn: self.key_fn,

@@ -76,9 +76,11 @@
 //!
 //! # Locking
 //!
-//! Breakers live in a 16-way sharded map (a lock held for one lookup); each
-//! breaker's state has its own small lock, held for a few instructions and
-//! never across an `.await`. No global lock is on the hot path.
+//! Breakers live in a 16-way sharded map (a read lock held for one lookup;
+//! the write lock only to add or evict a key); each breaker's state has its
+//! own small lock, held for a few instructions and never across an
+//! `.await`, and a closed breaker admits calls and records quiet successes
+//! without taking it. No global lock is on the hot path.
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]

@@ -65,15 +65,14 @@ where
             Some(f) => registry.get(&f(req.method(), req.uri(), req.headers()), now),
             None => registry.get(default_key(&req), now),
         };
-        let (admit, transition) = breaker.acquire(now, &registry.config);
+        let (admit, transition) = breaker.acquire(now, registry.config());
         if let Some(t) = transition {
             registry.report(breaker.key(), t);
         }
         match admit {
-            Ok(admit) => ResponseFuture::called(
-                self.inner.call(req),
-                Guard::new(breaker, registry.clone(), admit, now),
-            ),
+            Ok(admit) => {
+                ResponseFuture::called(self.inner.call(req), Guard::new(breaker, admit, now))
+            }
             Err(retry_after) => {
                 tracing::debug!(key = %breaker.key(), "circuit open: call refused");
                 metrics::counter!("sinew_circuit_breaker_rejections_total").increment(1);

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -223,6 +223,9 @@ pub(crate) enum Admit {
 #[derive(Debug)]
 pub(crate) struct Breaker {
     key: Arc<str>,
+    /// The configuration and the jitter source, shared by every key's
+    /// breaker (so a call's guard needs nothing but its breaker).
+    pub(crate) policy: Arc<Policy>,
     inner: Mutex<Inner>,
     last_used_ms: AtomicU64,
     /// Closed and not forced: calls are admitted without taking the lock.
@@ -243,7 +246,8 @@ pub(crate) struct Transition {
 }
 
 impl Breaker {
-    fn new(key: Arc<str>, config: &BreakerConfig) -> Self {
+    fn new(key: Arc<str>, policy: Arc<Policy>) -> Self {
+        let config = &policy.config;
         let windows = config
             .policies
             .iter()
@@ -255,6 +259,7 @@ impl Breaker {
             .collect::<Vec<_>>();
         Breaker {
             key,
+            policy: policy.clone(),
             has_windows: !windows.is_empty(),
             inner: Mutex::new(Inner {
                 phase: Phase::Closed,
@@ -403,6 +408,17 @@ impl Breaker {
         self.sync_hints(&inner);
     }
 
+    /// Whether recording this outcome can change anything: not when the
+    /// breaker is closed, has no failures in a row and keeps no rate window
+    /// and the call succeeded (then no clock read or lock is needed).
+    pub(crate) fn needs_record(&self, admit: Admit, failure: bool) -> bool {
+        !(admit == Admit::Call
+            && !failure
+            && !self.has_windows
+            && self.closed.load(Ordering::Acquire)
+            && self.consecutive.load(Ordering::Acquire) == 0)
+    }
+
     /// Record the outcome of a call admitted as `admit`.
     pub(crate) fn record(
         &self,
@@ -410,20 +426,12 @@ impl Breaker {
         failure: bool,
         elapsed: Duration,
         now: Instant,
-        config: &BreakerConfig,
-        registry: &Registry,
     ) -> Option<Transition> {
-        if admit == Admit::Call
-            && !failure
-            && !self.has_windows
-            && self.closed.load(Ordering::Acquire)
-            && self.consecutive.load(Ordering::Acquire) == 0
-        {
-            // Closed, no failures in a row, nothing else to count.
+        if !self.needs_record(admit, failure) {
             return None;
         }
         let mut inner = self.lock();
-        let out = Self::record_locked(&mut inner, admit, failure, elapsed, now, config, registry);
+        let out = Self::record_locked(&mut inner, admit, failure, elapsed, now, &self.policy);
         self.sync_hints(&inner);
         out
     }
@@ -434,9 +442,9 @@ impl Breaker {
         failure: bool,
         elapsed: Duration,
         now: Instant,
-        config: &BreakerConfig,
-        registry: &Registry,
+        policy: &Policy,
     ) -> Option<Transition> {
+        let config = &policy.config;
         if inner.forced.is_some() {
             return None;
         }
@@ -449,7 +457,7 @@ impl Breaker {
                 },
             ) => {
                 if failure {
-                    Some(Self::open(inner, now, config, registry, State::HalfOpen))
+                    Some(Self::open(inner, now, policy, State::HalfOpen))
                 } else if successes + 1 >= config.success_threshold {
                     Self::close(inner);
                     Some(Transition {
@@ -499,7 +507,7 @@ impl Breaker {
                     }
                 }
                 if trip {
-                    Some(Self::open(inner, now, config, registry, State::Closed))
+                    Some(Self::open(inner, now, policy, State::Closed))
                 } else {
                     None
                 }
@@ -510,14 +518,8 @@ impl Breaker {
         }
     }
 
-    fn open(
-        inner: &mut Inner,
-        now: Instant,
-        config: &BreakerConfig,
-        registry: &Registry,
-        from: State,
-    ) -> Transition {
-        let wait = registry.open_wait(inner.opens, config);
+    fn open(inner: &mut Inner, now: Instant, policy: &Policy, from: State) -> Transition {
+        let wait = policy.open_wait(inner.opens);
         inner.opens = inner.opens.saturating_add(1);
         inner.phase = Phase::Open { until: now + wait };
         inner.consecutive = 0;
@@ -573,14 +575,44 @@ impl Manual {
 
 const SHARDS: usize = 16;
 
-/// All keys' breakers: a sharded map, so one key's traffic never waits on a
-/// lock another key holds for longer than a map lookup.
+/// What every key's breaker shares: the configuration and the source of
+/// the open-wait jitter.
+#[derive(Debug)]
+pub(crate) struct Policy {
+    pub(crate) config: BreakerConfig,
+    rng: Mutex<StdRng>,
+}
+
+impl Policy {
+    /// How long to stay open after `opens` earlier opens in a row:
+    /// `open_duration · 2^opens`, capped, ± jitter.
+    fn open_wait(&self, opens: u32) -> Duration {
+        let config = &self.config;
+        let base = config.open_duration.as_secs_f64() * 2f64.powi(opens.min(30) as i32);
+        let capped = base.min(config.max_open_duration.as_secs_f64());
+        let factor = if config.open_jitter > 0.0 {
+            let mut rng = match self.rng.lock() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            1.0 + rng.gen_range(-config.open_jitter..config.open_jitter)
+        } else {
+            1.0
+        };
+        Duration::from_secs_f64((capped * factor).max(0.0))
+    }
+}
+
+type Shard = HashMap<Arc<str>, Arc<Breaker>>;
+
+/// All keys' breakers: a sharded map behind read-write locks, so calls to
+/// known keys only share a read lock and one key's traffic never waits on
+/// another's for longer than a map lookup.
 #[derive(Debug)]
 pub(crate) struct Registry {
-    pub(crate) config: BreakerConfig,
-    shards: Vec<Mutex<HashMap<Arc<str>, Arc<Breaker>>>>,
+    policy: Arc<Policy>,
+    shards: Vec<RwLock<Shard>>,
     per_shard: usize,
-    rng: Mutex<StdRng>,
     epoch: Instant,
 }
 
@@ -588,26 +620,42 @@ impl Registry {
     pub(crate) fn new(config: BreakerConfig, seed: Option<u64>) -> Self {
         let per_shard = config.max_keys.div_ceil(SHARDS).max(1);
         Registry {
-            config,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard,
-            rng: Mutex::new(match seed {
-                Some(s) => StdRng::seed_from_u64(s),
-                None => StdRng::from_entropy(),
+            policy: Arc::new(Policy {
+                config,
+                rng: Mutex::new(match seed {
+                    Some(s) => StdRng::seed_from_u64(s),
+                    None => StdRng::from_entropy(),
+                }),
             }),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            per_shard,
             epoch: Instant::now(),
         }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Breaker>>> {
+    pub(crate) fn config(&self) -> &BreakerConfig {
+        &self.policy.config
+    }
+
+    fn shard_index(key: &str) -> usize {
         // FNV-1a: keys are endpoint names, not attacker-chosen map keys
         // (the map itself is std's, keyed with a random SipHash).
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in key.as_bytes() {
             h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
         }
-        let i = (h as usize) % SHARDS;
-        match self.shards[i].lock() {
+        (h as usize) % SHARDS
+    }
+
+    fn read(&self, key: &str) -> RwLockReadGuard<'_, Shard> {
+        match self.shards[Self::shard_index(key)].read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn write(&self, key: &str) -> RwLockWriteGuard<'_, Shard> {
+        match self.shards[Self::shard_index(key)].write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -618,14 +666,21 @@ impl Registry {
     /// when every breaker in the shard is open).
     pub(crate) fn get(&self, key: &str, now: Instant) -> Arc<Breaker> {
         let used = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        let mut shard = self.shard(key);
-        if let Some(b) = shard.get(key) {
+        let touch = |b: &Arc<Breaker>| {
             // Write the shared cache line only when the time moved on by
             // more than a second.
             if used.saturating_sub(b.last_used_ms.load(Ordering::Relaxed)) > 1000 {
                 b.last_used_ms.store(used, Ordering::Relaxed);
             }
-            return b.clone();
+            b.clone()
+        };
+        if let Some(b) = self.read(key).get(key) {
+            return touch(b);
+        }
+        let mut shard = self.write(key);
+        // Another call may have made it between the two locks.
+        if let Some(b) = shard.get(key) {
+            return touch(b);
         }
         if shard.len() >= self.per_shard {
             let victim = shard
@@ -640,7 +695,7 @@ impl Registry {
                 metrics::gauge!("sinew_circuit_breaker_state", "key" => k.to_string()).set(0.0);
             }
         }
-        let breaker = Arc::new(Breaker::new(Arc::from(key), &self.config));
+        let breaker = Arc::new(Breaker::new(Arc::from(key), self.policy.clone()));
         breaker.last_used_ms.store(used, Ordering::Relaxed);
         shard.insert(breaker.key.clone(), breaker.clone());
         breaker
@@ -649,61 +704,49 @@ impl Registry {
     /// Whether `key`'s breaker would refuse a call now (`false` for an
     /// unknown key); no reference count is taken.
     pub(crate) fn refuses(&self, key: &str, now: Instant) -> bool {
-        self.shard(key)
+        self.read(key)
             .get(key)
-            .is_some_and(|b| b.refuses(now, &self.config))
+            .is_some_and(|b| b.refuses(now, &self.policy.config))
     }
 
     /// The breaker of `key` if it exists.
     pub(crate) fn find(&self, key: &str) -> Option<Arc<Breaker>> {
-        self.shard(key).get(key).cloned()
-    }
-
-    /// How long to stay open after `opens` earlier opens in a row:
-    /// `open_duration · 2^opens`, capped, ± jitter.
-    fn open_wait(&self, opens: u32, config: &BreakerConfig) -> Duration {
-        let base = config.open_duration.as_secs_f64() * 2f64.powi(opens.min(30) as i32);
-        let capped = base.min(config.max_open_duration.as_secs_f64());
-        let factor = if config.open_jitter > 0.0 {
-            let mut rng = match self.rng.lock() {
-                Ok(g) => g,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            1.0 + rng.gen_range(-config.open_jitter..config.open_jitter)
-        } else {
-            1.0
-        };
-        Duration::from_secs_f64((capped * factor).max(0.0))
+        self.read(key).get(key).cloned()
     }
 
     /// Emit the event, counter and gauge of a transition.
     pub(crate) fn report(&self, key: &str, t: Transition) {
-        if t.from == t.to {
-            return;
-        }
-        tracing::info!(
-            key,
-            from = t.from.as_str(),
-            to = t.to.as_str(),
-            "circuit breaker transition"
-        );
-        metrics::counter!(
-            "sinew_circuit_breaker_transitions_total",
-            "from" => t.from.as_str(),
-            "to" => t.to.as_str()
-        )
-        .increment(1);
-        metrics::gauge!("sinew_circuit_breaker_state", "key" => key.to_string()).set(t.to.gauge());
+        report(key, t);
     }
 
     /// How many keys are tracked.
     pub(crate) fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| match s.lock() {
+            .map(|s| match s.read() {
                 Ok(g) => g.len(),
                 Err(poisoned) => poisoned.into_inner().len(),
             })
             .sum()
     }
+}
+
+/// Emit the event, counter and gauge of a transition.
+pub(crate) fn report(key: &str, t: Transition) {
+    if t.from == t.to {
+        return;
+    }
+    tracing::info!(
+        key,
+        from = t.from.as_str(),
+        to = t.to.as_str(),
+        "circuit breaker transition"
+    );
+    metrics::counter!(
+        "sinew_circuit_breaker_transitions_total",
+        "from" => t.from.as_str(),
+        "to" => t.to.as_str()
+    )
+    .increment(1);
+    metrics::gauge!("sinew_circuit_breaker_state", "key" => key.to_string()).set(t.to.gauge());
 }
