@@ -231,3 +231,55 @@ async fn bad_records_are_skipped_and_reported_and_the_rest_kept() {
     .unwrap_err();
     assert!(err.to_string().contains("service name"));
 }
+
+#[tokio::test]
+async fn registering_with_etcd_down_is_an_error_not_a_hang() {
+    // Nothing listens on this port (it was free a moment ago).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let t0 = Instant::now();
+    let got = Registration::register(
+        [format!("http://127.0.0.1:{port}")],
+        "orders",
+        "i-1",
+        &Endpoint::new("127.0.0.1:7001"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let err = got.err().expect("no etcd: registration fails");
+    assert!(
+        err.to_string().starts_with("etcd registration failed:"),
+        "{err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Bad names are refused before any connection.
+    for (service, id) in [
+        ("", "i-1"),
+        ("a/b", "i-1"),
+        ("orders", ""),
+        ("orders", "x/y"),
+    ] {
+        let got = Registration::register(
+            [format!("http://127.0.0.1:{port}")],
+            service,
+            id,
+            &Endpoint::new("127.0.0.1:7001"),
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(got.is_err(), "{service:?} {id:?}");
+    }
+    let got = Registration::register(
+        [format!("http://127.0.0.1:{port}")],
+        "orders",
+        "i-1",
+        &Endpoint::new("no-port"),
+        Duration::from_secs(10),
+    )
+    .await;
+    let err = got.err().expect("an address without a port is refused");
+    assert!(err.to_string().contains("host:port"), "{err}");
+}
