@@ -249,7 +249,7 @@ async fn registering_with_etcd_down_is_an_error_not_a_hang() {
         Duration::from_secs(10),
     )
     .await;
-    let err = got.err().expect("no etcd: registration fails");
+    let err = got.expect_err("no etcd: registration fails");
     assert!(
         err.to_string().starts_with("etcd registration failed:"),
         "{err}"
@@ -280,6 +280,6 @@ async fn registering_with_etcd_down_is_an_error_not_a_hang() {
         Duration::from_secs(10),
     )
     .await;
-    let err = got.err().expect("an address without a port is refused");
+    let err = got.expect_err("an address without a port is refused");
     assert!(err.to_string().contains("host:port"), "{err}");
 }
