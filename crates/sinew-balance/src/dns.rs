@@ -158,14 +158,11 @@ impl DnsDiscovery {
         let mut resolver = None;
         let mut failures: u32 = 0;
         loop {
-            let outcome = match &resolver {
+            // The resolver is built once, on the first lookup that can.
+            let outcome = match &mut resolver {
                 Some(r) => self.resolve(r).await,
-                None => match self.resolver() {
-                    Ok(r) => {
-                        let out = self.resolve(&r).await;
-                        resolver = Some(r);
-                        out
-                    }
+                slot @ None => match self.resolver() {
+                    Ok(r) => self.resolve(slot.insert(r)).await,
                     Err(e) => Err(e),
                 },
             };

@@ -150,10 +150,7 @@ impl EndpointState {
     /// decay in with time constant [`TAU`].
     pub(crate) fn observe(&self, rtt: Duration, now: Instant) {
         let sample = rtt.as_nanos() as f64;
-        let mut last = match self.last_sample.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut last = lock(&self.last_sample);
         let prev = self.ewma();
         let next = if sample > prev {
             sample
@@ -252,6 +249,8 @@ impl Drop for Set {
     }
 }
 
+/// A mutex's guard, also after a panic elsewhere poisoned it (the data
+/// behind these locks stays consistent between statements).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -344,23 +343,14 @@ impl Set {
     }
 
     pub(crate) fn wait(&self, waker: &Waker) {
-        let mut w = match self.waiters.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut w = lock(&self.waiters);
         if !w.iter().any(|x| x.will_wake(waker)) {
             w.push(waker.clone());
         }
     }
 
     fn wake_waiters(&self) {
-        let waiters = {
-            let mut w = match self.waiters.lock() {
-                Ok(g) => g,
-                Err(p) => p.into_inner(),
-            };
-            std::mem::take(&mut *w)
-        };
+        let waiters = std::mem::take(&mut *lock(&self.waiters));
         for w in waiters {
             w.wake();
         }
@@ -387,20 +377,14 @@ impl Set {
 
     fn random(&self, n: usize) -> usize {
         match &self.rng {
-            Some(rng) => match rng.lock() {
-                Ok(mut g) => g.gen_range(0..n),
-                Err(p) => p.into_inner().gen_range(0..n),
-            },
+            Some(rng) => lock(rng).gen_range(0..n),
             None => rand::thread_rng().gen_range(0..n),
         }
     }
 
     fn random_f64(&self) -> f64 {
         match &self.rng {
-            Some(rng) => match rng.lock() {
-                Ok(mut g) => g.gen::<f64>(),
-                Err(p) => p.into_inner().gen::<f64>(),
-            },
+            Some(rng) => lock(rng).gen::<f64>(),
             None => rand::thread_rng().gen::<f64>(),
         }
     }
@@ -503,10 +487,7 @@ impl Set {
     /// endpoint's running weight grows by its weight, the largest is picked
     /// and lowered by the total.
     fn smooth_wrr(&self, list: &[Arc<EndpointState>]) -> Option<usize> {
-        let _turn = match self.wrr.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let _turn = lock(&self.wrr);
         let mut total = 0.0;
         let mut best: Option<(usize, f64)> = None;
         for (i, e) in list.iter().enumerate() {
