@@ -25,6 +25,12 @@ pub fn service_prefix(service: &str) -> String {
     format!("/sinew/services/{service}/")
 }
 
+/// Whether `name` can be one segment of a registry key (a service name or
+/// an instance id): non-empty, without `/`.
+pub fn is_key_segment(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/')
+}
+
 /// The JSON value of an instance key. Fields this version does not know
 /// are ignored, so a newer writer's records still count.
 #[derive(Debug, Serialize, Deserialize)]
@@ -318,12 +324,12 @@ impl Registration {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        if service.is_empty() || service.contains('/') {
+        if !is_key_segment(service) {
             return Err(RegistrationError(format!(
                 "service name {service:?} must be non-empty without '/'"
             )));
         }
-        if instance_id.is_empty() || instance_id.contains('/') {
+        if !is_key_segment(instance_id) {
             return Err(RegistrationError(format!(
                 "instance id {instance_id:?} must be non-empty without '/'"
             )));

@@ -888,7 +888,7 @@ fn etcd_source(
             ));
         }
     }
-    if etcd.service.is_empty() || etcd.service.contains('/') {
+    if !sinew_balance::etcd::is_key_segment(&etcd.service) {
         return Err(format!(
             "service: {:?} is not a service name (non-empty, no '/')",
             etcd.service
