@@ -7,7 +7,7 @@ use tower::Layer;
 
 use crate::config::{BreakerConfig, ConfigError};
 use crate::service::CircuitBreaker;
-use crate::state::{Manual, Registry, State};
+use crate::state::{report, Manual, Registry, State};
 
 /// A function from a request's method, URI and headers to its breaker key.
 pub type KeyFn = Arc<dyn Fn(&Method, &Uri, &HeaderMap) -> String + Send + Sync>;
@@ -135,6 +135,6 @@ impl CircuitBreakerHandle {
     fn manual(&self, key: &str, what: Manual) {
         let breaker = self.registry.get(key, tokio::time::Instant::now());
         let t = breaker.force(what.forced());
-        self.registry.report(key, t);
+        report(key, t);
     }
 }

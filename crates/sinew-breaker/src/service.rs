@@ -9,6 +9,7 @@ use tower::Service;
 
 use crate::future::{Guard, ResponseFuture};
 use crate::layer::CircuitBreakerLayer;
+use crate::state::report;
 
 /// The service of [`CircuitBreakerLayer`]. Rejection happens in `call`, not
 /// by withholding readiness, so one open key never blocks the others.
@@ -67,7 +68,7 @@ where
         };
         let (admit, transition) = breaker.acquire(now, registry.config());
         if let Some(t) = transition {
-            registry.report(breaker.key(), t);
+            report(breaker.key(), t);
         }
         match admit {
             Ok(admit) => {

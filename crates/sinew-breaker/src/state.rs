@@ -714,11 +714,6 @@ impl Registry {
         self.read(key).get(key).cloned()
     }
 
-    /// Emit the event, counter and gauge of a transition.
-    pub(crate) fn report(&self, key: &str, t: Transition) {
-        report(key, t);
-    }
-
     /// How many keys are tracked.
     pub(crate) fn len(&self) -> usize {
         self.shards
