@@ -59,19 +59,7 @@ where
         // inner service, no boxed future.
         let body = match in_memory(body) {
             Ok(body) => {
-                let limit = self.signer.config().body_limit;
-                let signed = match body.bytes() {
-                    Some(bytes) if bytes.len() <= limit => self.signer.sign(&mut parts, bytes),
-                    _ if self.signer.needs_body() => {
-                        tracing::warn!(
-                            limit,
-                            "request not sent: content-digest is covered and the body exceeds the signing limit"
-                        );
-                        Err(SignError::BodyTooLarge { limit })
-                    }
-                    _ => self.signer.sign(&mut parts, &[]),
-                };
-                return match signed {
+                return match sign_parts(&self.signer, &mut parts, &body) {
                     Ok(()) => SignFuture::direct(self.inner.call(Request::from_parts(parts, body))),
                     Err(e) => SignFuture::failed(e.into()),
                 };
@@ -82,26 +70,37 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let signer = self.signer.clone();
         SignFuture::buffering(Box::pin(async move {
-            let limit = signer.config().body_limit;
-            let body = Body::buffer(body, limit)
+            let body = Body::buffer(body, signer.config().body_limit)
                 .await
                 .map_err(|e| BoxError::from(SignError::Body(e)))?;
-            match body.bytes() {
-                Some(bytes) => signer.sign(&mut parts, bytes)?,
-                None if signer.needs_body() => {
-                    tracing::warn!(
-                        limit,
-                        "request not sent: content-digest is covered and the body exceeds the signing limit"
-                    );
-                    return Err(SignError::BodyTooLarge { limit }.into());
-                }
-                None => signer.sign(&mut parts, &[])?,
-            }
+            sign_parts(&signer, &mut parts, &body)?;
             inner
                 .call(Request::from_parts(parts, body))
                 .await
                 .map_err(Into::into)
         }))
+    }
+}
+
+/// Sign `parts` for `body`: over the body when it is in memory within the
+/// signing limit; without it when content-digest is not covered; else
+/// refuse to send.
+fn sign_parts(
+    signer: &Signer,
+    parts: &mut http::request::Parts,
+    body: &Body,
+) -> Result<(), SignError> {
+    let limit = signer.config().body_limit;
+    match body.bytes() {
+        Some(bytes) if bytes.len() <= limit => signer.sign(parts, bytes),
+        _ if signer.needs_body() => {
+            tracing::warn!(
+                limit,
+                "request not sent: content-digest is covered and the body exceeds the signing limit"
+            );
+            Err(SignError::BodyTooLarge { limit })
+        }
+        _ => signer.sign(parts, &[]),
     }
 }
 
@@ -113,10 +112,8 @@ where
 {
     let mut slot = Some(body);
     if let Some(sinew) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Body>>() {
-        if sinew.as_ref().is_some_and(|b| b.bytes().is_some()) {
-            if let Some(b) = sinew.take() {
-                return Ok(b);
-            }
+        if let Some(b) = sinew.take_if(|b| b.bytes().is_some()) {
+            return Ok(b);
         }
     }
     match slot {
