@@ -12,6 +12,12 @@
 //! let c: Config = serde_json::from_str(r#"{"timeout": "250ms"}"#).unwrap();
 //! assert_eq!(c.timeout, Duration::from_millis(250));
 //! ```
+//!
+//! Secrets (signing keys, passwords) are a [`Secret`]: `{ text = "..." }`,
+//! `{ base64 = "..." }` (or `b64`), `{ file = "/path" }` or `{ env = "VAR" }`.
+
+mod secret;
+pub use secret::{Secret, SecretError, MAX_SECRET_FILE};
 
 /// A duration.
 pub mod duration {
