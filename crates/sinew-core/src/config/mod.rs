@@ -17,7 +17,9 @@
 //! `{ base64 = "..." }` (or `b64`), `{ file = "/path" }` or `{ env = "VAR" }`.
 
 mod secret;
+mod section;
 pub use secret::{Secret, SecretError, MAX_SECRET_FILE};
+pub use section::{split_map, Toggle};
 
 /// A duration.
 pub mod duration {
