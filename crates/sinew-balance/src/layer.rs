@@ -153,6 +153,19 @@ impl LoadBalanceLayer {
         self
     }
 
+    /// Judge outcomes for outlier ejection with `classifier` (the one the
+    /// rest of the stack uses; the sinew facade calls this with the
+    /// client's classifier). Clones made before share the endpoints, not
+    /// the classifier.
+    pub fn classifier(mut self, classifier: Classifier) -> Self {
+        if self.config.classifier != classifier {
+            let mut config = (*self.config).clone();
+            config.classifier = classifier;
+            self.config = Arc::new(config);
+        }
+        self
+    }
+
     /// Use `https` for the rewritten URIs (default `http`).
     pub fn https(mut self) -> Self {
         self.scheme = Scheme::HTTPS;

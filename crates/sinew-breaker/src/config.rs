@@ -21,7 +21,21 @@ pub enum Window {
 
 /// One way a breaker trips. A breaker with several trips when any of them
 /// says so.
+///
+/// In a config file (feature `serde`), one inline table per policy:
+/// `{ consecutive_failures = 5 }`,
+/// `{ failure_rate = 0.5, minimum_calls = 10, window = "10s", buckets = 10 }`
+/// (a time window; `window = 100` is the last 100 calls) or
+/// `{ slow_call_rate = 0.5, slower_than = "1s", minimum_calls = 10, window = "10s" }`.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(
+        try_from = "crate::config_file::PolicySpec",
+        into = "crate::config_file::PolicySpec"
+    )
+)]
 pub enum TripPolicy {
     /// This many failures in a row (pybreaker, PyFly; default 5).
     ConsecutiveFailures(u32),
@@ -51,6 +65,20 @@ pub enum TripPolicy {
 
 /// The breaker's settings. `Default` is the documented defaults.
 ///
+/// With the `serde` feature this is the `[breaker]` section of sinew's config
+/// file (every key optional; unknown keys are errors):
+///
+/// ```toml
+/// [breaker]
+/// policies = [{ failure_rate = 0.5, minimum_calls = 10, window = "10s" }]
+/// open_duration = "30s"
+/// max_open_duration = "5m"
+/// open_jitter = 0.1
+/// half_open_probes = 1
+/// success_threshold = 1
+/// max_keys = 10000
+/// ```
+///
 /// | field | default |
 /// |---|---|
 /// | `policies` | `[ConsecutiveFailures(5)]` |
@@ -60,13 +88,20 @@ pub enum TripPolicy {
 /// | `half_open_probes` | 1 |
 /// | `success_threshold` | 1 (successful probes needed to close) |
 /// | `max_keys` | 10 000 (least recently used closed keys are dropped first) |
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BreakerConfig {
     /// What trips it.
     pub policies: Vec<TripPolicy>,
     /// How long it stays open the first time.
+    #[cfg_attr(feature = "serde", serde(with = "sinew_core::config::duration"))]
     pub open_duration: Duration,
     /// The longest it stays open (the wait doubles with each failed probe).
+    #[cfg_attr(feature = "serde", serde(with = "sinew_core::config::duration"))]
     pub max_open_duration: Duration,
     /// Random spread of each wait, as a share (0.1 = ± 10 %).
     pub open_jitter: f64,
@@ -76,7 +111,9 @@ pub struct BreakerConfig {
     pub success_threshold: u32,
     /// The most keys (endpoints) tracked at once.
     pub max_keys: usize,
-    /// What counts as a failure (the shared classifier).
+    /// What counts as a failure (the shared classifier; not in config
+    /// files: the sinew facade hands one classifier to every layer).
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub classifier: Classifier,
 }
 

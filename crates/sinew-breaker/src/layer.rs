@@ -57,6 +57,29 @@ impl CircuitBreakerLayer {
         }
     }
 
+    /// Count failures with `classifier` (the one the rest of the stack uses;
+    /// the sinew facade calls this with the client's classifier). When it
+    /// differs from the current one the breakers start afresh: take
+    /// [`handle`](Self::handle) after this call.
+    pub fn classifier(self, classifier: sinew_core::Classifier) -> Self {
+        if self.registry.config().classifier == classifier {
+            return self;
+        }
+        let config = BreakerConfig {
+            classifier,
+            ..self.registry.config().clone()
+        };
+        CircuitBreakerLayer {
+            registry: Arc::new(Registry::new(config, None)),
+            key_fn: self.key_fn,
+        }
+    }
+
+    /// The settings this layer was built with.
+    pub fn config(&self) -> &BreakerConfig {
+        self.registry.config()
+    }
+
     /// Key breakers with `f` instead of the request's authority.
     pub fn key_fn(
         mut self,

@@ -86,6 +86,8 @@
 #![warn(missing_docs)]
 
 mod config;
+#[cfg(feature = "serde")]
+mod config_file;
 mod fallback;
 mod future;
 mod layer;
