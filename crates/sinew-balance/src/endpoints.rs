@@ -78,16 +78,31 @@ pub enum Strategy {
 impl Strategy {
     /// Parse the config names (`round-robin`, `random`, `weighted-random`,
     /// `weighted-round-robin`, `least-outstanding`, `p2c-ewma`).
+    ///
+    /// aio-service-caller's `lb-type` names are accepted too:
+    /// `round_robin`, `random`, `weight_random`, `weight_round_robin`.
     pub fn parse(name: &str) -> Option<Strategy> {
         Some(match name {
-            "round-robin" => Strategy::RoundRobin,
+            "round-robin" | "round_robin" => Strategy::RoundRobin,
             "random" => Strategy::Random,
-            "weighted-random" => Strategy::WeightedRandom,
-            "weighted-round-robin" => Strategy::WeightedRoundRobin,
+            "weighted-random" | "weight_random" => Strategy::WeightedRandom,
+            "weighted-round-robin" | "weight_round_robin" => Strategy::WeightedRoundRobin,
             "least-outstanding" => Strategy::LeastOutstanding,
             "p2c-ewma" => Strategy::P2cEwma,
             _ => return None,
         })
+    }
+
+    /// The config name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::Random => "random",
+            Strategy::WeightedRandom => "weighted-random",
+            Strategy::WeightedRoundRobin => "weighted-round-robin",
+            Strategy::LeastOutstanding => "least-outstanding",
+            Strategy::P2cEwma => "p2c-ewma",
+        }
     }
 }
 

@@ -104,6 +104,8 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "serde")]
+pub mod config;
 #[cfg(feature = "dns")]
 pub mod dns;
 mod endpoints;
@@ -112,6 +114,8 @@ pub mod etcd;
 mod layer;
 pub mod source;
 
+#[cfg(feature = "serde")]
+pub use config::{BalanceConfigError, BalanceSection, EndpointSpec, EtcdSource};
 #[cfg(feature = "dns")]
 pub use dns::DnsDiscovery;
 pub use endpoints::{Availability, Endpoint, Strategy};
