@@ -391,15 +391,13 @@ pub fn parse_components(text: &str) -> Result<Vec<Component>, ComponentError> {
 }
 
 pub(crate) fn check_unique(list: &[Component]) -> Result<(), ComponentError> {
-    for (i, c) in list.iter().enumerate() {
-        if list[..i].iter().any(|d| d.id == c.id) {
-            return Err(ComponentError::new(format!(
-                "component {} is listed twice",
-                c.id
-            )));
-        }
+    match crate::unique::first_repeat(list, |c| c.id.as_str()) {
+        Some(i) => Err(ComponentError::new(format!(
+            "component {} is listed twice",
+            list[i].id
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(feature = "serde")]

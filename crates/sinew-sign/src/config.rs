@@ -215,6 +215,30 @@ impl From<Profile> for Accept {
 /// | `replay_protection` | `true` (RFC 9421) |
 /// | `legacy_replay_protection` | `false` (microservice_comms resends the same signature on retries) |
 /// | `scheme` | `http` (for `@scheme`/`@target-uri` of origin-form requests) |
+/// | `max_header_bytes` | 8 KiB: `Signature-Input`, `Signature` and `Content-Digest`, each field with all its lines |
+/// | `max_signatures` | 16 members (signatures) in `Signature-Input` and in `Signature` |
+/// | `max_components` | 64 components in the checked signature |
+/// | `max_component_params` | 8 parameters on one component (RFC 9421 defines 6) |
+/// | `max_signature_params` | 32 parameters of the checked signature (sinew sends 5 or 6) |
+/// | `max_covered_bytes` | 16 KiB of the request read by the covered components (a value that is parsed counts four times) |
+///
+/// # Limits on what a peer sends
+///
+/// A request that exceeds a limit is refused with 400 and the reason
+/// `limit_exceeded` (the detail names the key) before the work the limit
+/// bounds: the sizes of the fields are checked before they are parsed; the
+/// parse stops at the first signature, component or parameter over its
+/// count; and `max_covered_bytes` is checked before the signature base is
+/// built: each covered component counts the size of what it is taken from
+/// (a field: all its values; `@query`, `@path` and the other URI
+/// components: that part of the target URI), four times that when the
+/// value is parsed (a field read with `;sf` or `;key`; `@query-param`,
+/// which decodes the whole query), so a signature cannot make the verifier
+/// read one large header 64 times. The key id and the signature's
+/// times are checked before the components are interpreted and before the
+/// body is read. The defaults are far above what real signatures need;
+/// verification work stays within a small multiple of verifying a normal
+/// request whatever a peer sends.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
@@ -246,6 +270,24 @@ pub struct VerifyConfig {
     pub legacy_replay_protection: bool,
     /// The scheme assumed when the request URI has none.
     pub scheme: String,
+    /// The most bytes of `Signature-Input`, of `Signature` and of
+    /// `Content-Digest` (each field, all its lines together) read.
+    pub max_header_bytes: usize,
+    /// The most signatures (dictionary members) in `Signature-Input` and
+    /// in `Signature`.
+    pub max_signatures: usize,
+    /// The most components the checked signature may cover.
+    pub max_components: usize,
+    /// The most parameters on one covered component.
+    pub max_component_params: usize,
+    /// The most parameters of the checked signature (`created`, `keyid`,
+    /// … and extensions).
+    pub max_signature_params: usize,
+    /// The most bytes of the request the covered components may read
+    /// together (each counts the size of the field or URI part it is taken
+    /// from, four times that when it is parsed); bounds the signature base
+    /// and the work of building it.
+    pub max_covered_bytes: usize,
 }
 
 impl Default for VerifyConfig {
@@ -261,6 +303,12 @@ impl Default for VerifyConfig {
             replay_protection: true,
             legacy_replay_protection: false,
             scheme: "http".into(),
+            max_header_bytes: 8 * 1024,
+            max_signatures: 16,
+            max_components: 64,
+            max_component_params: 8,
+            max_signature_params: 32,
+            max_covered_bytes: 16 * 1024,
         }
     }
 }
@@ -314,6 +362,36 @@ impl VerifyConfig {
     /// The scheme assumed for origin-form URIs.
     pub fn scheme(mut self, scheme: impl Into<String>) -> Self {
         self.scheme = scheme.into();
+        self
+    }
+    /// Set the most bytes read of each signature field.
+    pub fn max_header_bytes(mut self, n: usize) -> Self {
+        self.max_header_bytes = n;
+        self
+    }
+    /// Set the most signatures per field.
+    pub fn max_signatures(mut self, n: usize) -> Self {
+        self.max_signatures = n;
+        self
+    }
+    /// Set the most components per signature.
+    pub fn max_components(mut self, n: usize) -> Self {
+        self.max_components = n;
+        self
+    }
+    /// Set the most parameters per component.
+    pub fn max_component_params(mut self, n: usize) -> Self {
+        self.max_component_params = n;
+        self
+    }
+    /// Set the most parameters per signature.
+    pub fn max_signature_params(mut self, n: usize) -> Self {
+        self.max_signature_params = n;
+        self
+    }
+    /// Set the most bytes the covered components may read.
+    pub fn max_covered_bytes(mut self, n: usize) -> Self {
+        self.max_covered_bytes = n;
         self
     }
 }

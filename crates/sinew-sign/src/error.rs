@@ -65,8 +65,13 @@ pub enum RejectionKind {
     /// No signature of an accepted profile.
     MissingSignature,
     /// Signature headers or parameters that cannot be parsed or lack a
-    /// required parameter (`keyid`, `created`).
+    /// required parameter (`keyid`, `created`) (400).
     Malformed,
+    /// The signature headers exceed a configured limit: their size, the
+    /// signatures, components or parameters they hold, or how much of the
+    /// request the covered components read (400). Checked before the
+    /// work the limit bounds.
+    LimitExceeded,
     /// The key id (or legacy service id) is not in the key store.
     UnknownKey,
     /// `alg` names an algorithm other than `hmac-sha256`.
@@ -99,6 +104,7 @@ impl RejectionKind {
         match self {
             RejectionKind::MissingSignature => "missing_signature",
             RejectionKind::Malformed => "malformed",
+            RejectionKind::LimitExceeded => "limit_exceeded",
             RejectionKind::UnknownKey => "unknown_key",
             RejectionKind::AlgorithmNotAllowed => "algorithm_not_allowed",
             RejectionKind::MissingRequiredComponent => "missing_required_component",
@@ -118,6 +124,7 @@ impl RejectionKind {
         match self {
             RejectionKind::MissingSignature => "request is not signed",
             RejectionKind::Malformed => "malformed signature",
+            RejectionKind::LimitExceeded => "signature headers over a limit",
             RejectionKind::UnknownKey => "unknown signing key",
             RejectionKind::AlgorithmNotAllowed => "signature algorithm not allowed",
             RejectionKind::MissingRequiredComponent => {
@@ -135,10 +142,12 @@ impl RejectionKind {
         }
     }
 
-    /// The status a server answers with: 401, or 503 (replay cache full),
-    /// or 413 (body too large).
+    /// The status a server answers with: 400 for a request that cannot be
+    /// read as a signed request (`malformed`, `limit_exceeded`), 503 when
+    /// the replay cache is full, 413 for a body too large, else 401.
     pub fn status(self) -> StatusCode {
         match self {
+            RejectionKind::Malformed | RejectionKind::LimitExceeded => StatusCode::BAD_REQUEST,
             RejectionKind::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::UNAUTHORIZED,

@@ -44,10 +44,12 @@ impl<S> Layer<S> for HmacSignLayer {
 /// Server layer: verifies the signature of every request before the inner
 /// service sees it.
 ///
-/// The body is buffered up to the verifier's `body_limit` (default 1 MiB;
-/// a larger one, by `Content-Length` or as read, is answered 413 without
-/// being truncated or passed on). A refused request is answered with an
-/// `application/problem+json` body whose `reason` names the failed check:
+/// The signature headers are checked first; only a request whose
+/// signature matches has its body read, buffered up to the verifier's
+/// `body_limit` (default 1 MiB; a larger one, by `Content-Length` or as
+/// read, is answered 413 without being truncated or passed on). A refused
+/// request is answered with an `application/problem+json` body whose
+/// `reason` names the failed check: 400 (`malformed`, `limit_exceeded`),
 /// 401, or 503 (with `Retry-After`) when the replay cache is full of live
 /// entries. An accepted request reaches the inner service as
 /// `http::Request<sinew_core::Body>` with a

@@ -59,15 +59,24 @@
 //! # Verification
 //!
 //! [`Verifier`] checks, each with its own [`Rejection::reason`]:
-//! `missing_signature`, `malformed`, `unknown_key`, `algorithm_not_allowed`,
-//! `missing_required_component`, `created_in_future` (beyond the skew,
-//! default 30 s), `expired`, `too_old` (max age, default 300 s),
-//! `missing_component`, `bad_signature` (constant time), `digest_mismatch`
-//! (against the body actually received), `replayed`; and
-//! `replay_cache_full` (503) and `body_too_large` (413, default limit 1 MiB).
+//! `malformed` and `limit_exceeded` (400: the signature headers cannot be
+//! read, or exceed a configured limit); `missing_signature`, `unknown_key`,
+//! `algorithm_not_allowed`, `missing_required_component`,
+//! `created_in_future` (beyond the skew, default 30 s), `expired`,
+//! `too_old` (max age, default 300 s), `missing_component`,
+//! `bad_signature` (constant time), `digest_mismatch` (against the body
+//! actually received), `replayed` (401); and `replay_cache_full` (503) and
+//! `body_too_large` (413, default limit 1 MiB).
 //! Keys come from a [`KeyStore`] ([`StaticKeyStore`] built in; several key
 //! ids at once for rotation). Secrets never appear in `Debug`, logs or
 //! errors, and rejections never show expected values.
+//!
+//! What a peer sends is bounded before it is parsed (field sizes, then
+//! signatures, components and parameters counted as they are parsed, then
+//! how much of the request the components read; see [`VerifyConfig`]), the
+//! key id and times are checked before the components are interpreted, and
+//! the layer reads the body only for a request whose signature matched, so
+//! an unsigned or forged request costs a small multiple of a valid one.
 //!
 //! Each outcome is counted in `sinew_signature_verifications_total{result}`
 //! (`ok` or the reason) and logged with `tracing`.
@@ -95,6 +104,7 @@ mod received;
 mod replay;
 mod service;
 mod signer;
+mod unique;
 mod verifier;
 
 pub use base::{signature_base, BaseError, MessageRef, ParamsError, SignatureParams};

@@ -9,7 +9,8 @@
 //! parameter replaces the value of an earlier one of the same name (which
 //! keeps its position).
 
-use std::convert::Infallible;
+use std::cell::Cell;
+use std::fmt;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
@@ -19,6 +20,7 @@ use sfv::visitor::{
 use sfv::{BareItemFromInput, ItemSerializer, KeyRef, RefBareItem, StringRef};
 
 use crate::component::{classify, ComponentError, Kind};
+use crate::unique::{first_repeat, last_value_wins};
 
 /// Parameters in order, without duplicate keys.
 pub(crate) type RawParams<'de> = Vec<(&'de KeyRef, BareItemFromInput<'de>)>;
@@ -173,16 +175,20 @@ impl<'de> RawInput<'de> {
             .iter()
             .map(|item| classify(RefBareItem::from(&item.bare), item.params()))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut ids: Vec<String> = Vec::with_capacity(self.items.len());
-        for item in &self.items {
-            let mut id = String::with_capacity(24);
-            item.write_id(&mut id);
-            if ids.contains(&id) {
-                return Err(ComponentError::new(format!(
-                    "component {id} is listed twice"
-                )));
-            }
-            ids.push(id);
+        let ids: Vec<String> = self
+            .items
+            .iter()
+            .map(|item| {
+                let mut id = String::with_capacity(24);
+                item.write_id(&mut id);
+                id
+            })
+            .collect();
+        if let Some(i) = first_repeat(&ids, |id| id.as_str()) {
+            return Err(ComponentError::new(format!(
+                "component {} is listed twice",
+                ids[i]
+            )));
         }
         Ok((kinds, ids))
     }
@@ -210,6 +216,64 @@ impl<'de> RawInput<'de> {
     }
 }
 
+/// How much one `Signature-Input` (or `Signature`) may hold. The parse
+/// stops at the first element over a limit, so its work is bounded by the
+/// limits (and the field's size, checked before parsing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Dictionary members (signatures) in the field.
+    pub(crate) members: usize,
+    /// Components of the chosen signature.
+    pub(crate) components: usize,
+    /// Parameters of one component.
+    pub(crate) component_params: usize,
+    /// Parameters of the chosen signature.
+    pub(crate) signature_params: usize,
+}
+
+impl Limits {
+    /// No limit (for the public, owned parsing paths and tests).
+    #[cfg(test)]
+    pub(crate) const NONE: Limits = Limits {
+        members: usize::MAX,
+        components: usize::MAX,
+        component_params: usize::MAX,
+        signature_params: usize::MAX,
+    };
+}
+
+/// Which limit stopped a parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Over {
+    Members,
+    Components,
+    ComponentParams,
+    SignatureParams,
+}
+
+/// Where a visitor records the limit it hit: sfv turns a visitor's error
+/// into its own (a message), so the kind travels beside it.
+pub(crate) type OverCell = Cell<Option<Over>>;
+
+/// The error a visitor stops the parse with; the limit is in the
+/// [`OverCell`].
+#[derive(Debug)]
+pub(crate) struct OverLimit;
+
+impl fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("over a configured limit")
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+/// Record `over` and stop the parse.
+fn stop(cell: &OverCell, over: Over) -> OverLimit {
+    cell.set(Some(over));
+    OverLimit
+}
+
 /// What the chosen `Signature-Input` member holds.
 #[derive(Debug)]
 pub(crate) enum InputEntry<'de> {
@@ -222,6 +286,9 @@ pub(crate) enum InputEntry<'de> {
 /// first one when `want` is `None`.
 pub(crate) struct InputVisitor<'de, 'w> {
     want: Option<&'w str>,
+    limits: Limits,
+    over: &'w OverCell,
+    members: usize,
     label: Option<&'de KeyRef>,
     /// Whether the chosen member was seen, and as an inner list or not.
     seen: Option<bool>,
@@ -229,9 +296,12 @@ pub(crate) struct InputVisitor<'de, 'w> {
 }
 
 impl<'de, 'w> InputVisitor<'de, 'w> {
-    pub(crate) fn new(want: Option<&'w str>) -> Self {
+    pub(crate) fn new(want: Option<&'w str>, limits: Limits, over: &'w OverCell) -> Self {
         Self {
             want,
+            limits,
+            over,
+            members: 0,
             label: None,
             seen: None,
             list: RawInput::default(),
@@ -243,9 +313,13 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor<'de, '_> {
     /// The chosen label (the first member's when none is wanted) and its
     /// member, if present.
     type Out = (Option<&'de KeyRef>, Option<InputEntry<'de>>);
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
+        self.members += 1;
+        if self.members > self.limits.members {
+            return Err(stop(self.over, Over::Members));
+        }
         let chosen = match self.want {
             Some(want) => key.as_str() == want,
             None => *self.label.get_or_insert(key) == key,
@@ -257,6 +331,8 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor<'de, '_> {
         Ok(Some(InputEntryVisitor {
             seen: &mut self.seen,
             list: &mut self.list,
+            limits: self.limits,
+            over: self.over,
         }))
     }
 
@@ -275,10 +351,12 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor<'de, '_> {
 struct InputEntryVisitor<'a, 'de> {
     seen: &'a mut Option<bool>,
     list: &'a mut RawInput<'de>,
+    limits: Limits,
+    over: &'a OverCell,
 }
 
 impl<'de> EntryVisitor<'de> for InputEntryVisitor<'_, 'de> {
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
         *self.seen = Some(false);
@@ -290,38 +368,63 @@ impl<'de> EntryVisitor<'de> for InputEntryVisitor<'_, 'de> {
         *self.seen = Some(true);
         self.list.items.clear();
         self.list.params.clear();
-        Ok(InnerListV(self.list))
+        Ok(InnerListV {
+            list: self.list,
+            limits: self.limits,
+            over: self.over,
+        })
     }
 }
 
-struct InnerListV<'a, 'de>(&'a mut RawInput<'de>);
+struct InnerListV<'a, 'de> {
+    list: &'a mut RawInput<'de>,
+    limits: Limits,
+    over: &'a OverCell,
+}
 
 impl<'de> InnerListVisitor<'de> for InnerListV<'_, 'de> {
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn item(&mut self) -> Result<impl ItemVisitor<'de>, Self::Error> {
-        Ok(ItemV(&mut self.0.items))
+        if self.list.items.len() >= self.limits.components {
+            return Err(stop(self.over, Over::Components));
+        }
+        Ok(ItemV {
+            items: &mut self.list.items,
+            limit: self.limits.component_params,
+            over: self.over,
+        })
     }
 
     fn finish(self) -> Result<impl ParameterVisitor<'de>, Self::Error> {
-        Ok(ParamsV(&mut self.0.params))
+        Ok(ParamsV {
+            params: &mut self.list.params,
+            limit: self.limits.signature_params,
+            over: self.over,
+        })
     }
 }
 
-struct ItemV<'a, 'de>(&'a mut Vec<RawItem<'de>>);
+struct ItemV<'a, 'de> {
+    items: &'a mut Vec<RawItem<'de>>,
+    limit: usize,
+    over: &'a OverCell,
+}
 
 impl<'de> ItemVisitor<'de> for ItemV<'_, 'de> {
     type Out = ();
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn bare_item(
         self,
         bare: BareItemFromInput<'de>,
     ) -> Result<impl ParameterVisitor<'de, Out = Self::Out>, Self::Error> {
         Ok(ItemParamsV {
-            items: self.0,
+            items: self.items,
             bare,
             params: Vec::new(),
+            limit: self.limit,
+            over: self.over,
         })
     }
 }
@@ -331,22 +434,28 @@ struct ItemParamsV<'a, 'de> {
     items: &'a mut Vec<RawItem<'de>>,
     bare: BareItemFromInput<'de>,
     params: RawParams<'de>,
+    limit: usize,
+    over: &'a OverCell,
 }
 
 impl<'de> ParameterVisitor<'de> for ItemParamsV<'_, 'de> {
     type Out = ();
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn parameter(
         &mut self,
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
-        set_param(&mut self.params, key, value);
+        if self.params.len() >= self.limit {
+            return Err(stop(self.over, Over::ComponentParams));
+        }
+        self.params.push((key, value));
         Ok(())
     }
 
-    fn finish(self) -> Result<Self::Out, Self::Error> {
+    fn finish(mut self) -> Result<Self::Out, Self::Error> {
+        last_value_wins(&mut self.params);
         self.items.push(RawItem {
             bare: self.bare,
             params: self.params,
@@ -355,32 +464,34 @@ impl<'de> ParameterVisitor<'de> for ItemParamsV<'_, 'de> {
     }
 }
 
-struct ParamsV<'a, 'de>(&'a mut RawParams<'de>);
+/// Collects the signature's parameters.
+struct ParamsV<'a, 'de> {
+    params: &'a mut RawParams<'de>,
+    limit: usize,
+    over: &'a OverCell,
+}
 
 impl<'de> ParameterVisitor<'de> for ParamsV<'_, 'de> {
     type Out = ();
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn parameter(
         &mut self,
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
-        set_param(self.0, key, value);
+        if self.params.len() >= self.limit {
+            return Err(stop(self.over, Over::SignatureParams));
+        }
+        self.params.push((key, value));
         Ok(())
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
+        // A later parameter of the same name replaces the value of the
+        // earlier one, which keeps its position.
+        last_value_wins(self.params);
         Ok(())
-    }
-}
-
-/// A later parameter of the same name replaces the value of the earlier
-/// one, which keeps its position.
-fn set_param<'de>(params: &mut RawParams<'de>, key: &'de KeyRef, value: BareItemFromInput<'de>) {
-    match params.iter_mut().find(|(k, _)| *k == key) {
-        Some((_, v)) => *v = value,
-        None => params.push((key, value)),
     }
 }
 
@@ -397,21 +508,35 @@ pub(crate) enum SignatureEntry {
 /// Picks the member `label` of `Signature` (validating the others).
 pub(crate) struct SignatureVisitor<'w> {
     label: Option<&'w str>,
+    max_members: usize,
+    members: usize,
+    over: &'w OverCell,
     entry: Option<SignatureEntry>,
 }
 
 impl<'w> SignatureVisitor<'w> {
-    /// `label` `None` keeps nothing (the field is only validated).
-    pub(crate) fn new(label: Option<&'w str>) -> Self {
-        Self { label, entry: None }
+    /// `label` `None` keeps nothing (the field is only validated). More
+    /// than `max_members` members stop the parse.
+    pub(crate) fn new(label: Option<&'w str>, max_members: usize, over: &'w OverCell) -> Self {
+        Self {
+            label,
+            max_members,
+            members: 0,
+            over,
+            entry: None,
+        }
     }
 }
 
 impl<'de> DictionaryVisitor<'de> for SignatureVisitor<'_> {
     type Out = Option<SignatureEntry>;
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
+        self.members += 1;
+        if self.members > self.max_members {
+            return Err(stop(self.over, Over::Members));
+        }
         Ok((self.label == Some(key.as_str())).then_some(SignatureEntryV(&mut self.entry)))
     }
 
@@ -423,7 +548,7 @@ impl<'de> DictionaryVisitor<'de> for SignatureVisitor<'_> {
 struct SignatureEntryV<'a>(&'a mut Option<SignatureEntry>);
 
 impl<'de> EntryVisitor<'de> for SignatureEntryV<'_> {
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
         Ok(self)
@@ -437,7 +562,7 @@ impl<'de> EntryVisitor<'de> for SignatureEntryV<'_> {
 
 impl<'de> ItemVisitor<'de> for SignatureEntryV<'_> {
     type Out = ();
-    type Error = Infallible;
+    type Error = OverLimit;
 
     fn bare_item(
         self,
@@ -475,7 +600,7 @@ mod tests {
     fn input(text: &str, want: Option<&str>) -> (Option<String>, Option<String>) {
         let (label, entry) = Parser::new(text)
             .with_version(SF_VERSION)
-            .parse_dictionary_with_visitor(InputVisitor::new(want))
+            .parse_dictionary_with_visitor(InputVisitor::new(want, Limits::NONE, &Cell::new(None)))
             .unwrap();
         let entry = entry.map(|e| match e {
             InputEntry::NotInnerList => "item".to_owned(),
@@ -526,7 +651,11 @@ mod tests {
         let pick = |text: &str, label| {
             Parser::new(text)
                 .with_version(SF_VERSION)
-                .parse_dictionary_with_visitor(SignatureVisitor::new(label))
+                .parse_dictionary_with_visitor(SignatureVisitor::new(
+                    label,
+                    usize::MAX,
+                    &Cell::new(None),
+                ))
         };
         assert!(matches!(
             pick("a=:AAEC:, b=1", Some("a")),
@@ -553,8 +682,11 @@ mod tests {
     fn sfv_mac(field: &str, label: &str) -> Option<Vec<u8>> {
         match Parser::new(field)
             .with_version(SF_VERSION)
-            .parse_dictionary_with_visitor(SignatureVisitor::new(Some(label)))
-        {
+            .parse_dictionary_with_visitor(SignatureVisitor::new(
+                Some(label),
+                usize::MAX,
+                &Cell::new(None),
+            )) {
             Ok(Some(SignatureEntry::ByteSequence(b))) => Some(b),
             _ => None,
         }
@@ -582,7 +714,11 @@ mod tests {
         let ours = (|| {
             let (_, entry) = Parser::new(text)
                 .with_version(SF_VERSION)
-                .parse_dictionary_with_visitor(InputVisitor::new(None))
+                .parse_dictionary_with_visitor(InputVisitor::new(
+                    None,
+                    Limits::NONE,
+                    &Cell::new(None),
+                ))
                 .map_err(|e| e.to_string())?;
             let Some(InputEntry::InnerList(l)) = entry else {
                 return Err("no inner list".to_owned());

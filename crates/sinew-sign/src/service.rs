@@ -197,6 +197,12 @@ where
             inner: Box::pin(async move {
                 let limit = verifier.config().body_limit;
                 let (parts, body) = req.into_parts();
+                // Everything but the body first: a request that cannot pass
+                // is refused without reading its body.
+                let head = match verifier.verify_head(&parts) {
+                    Ok(head) => head,
+                    Err(rejection) => return Ok(rejected(&rejection)),
+                };
                 let declared = parts
                     .headers
                     .get(header::CONTENT_LENGTH)
@@ -220,7 +226,7 @@ where
                     Some(b) => b.clone(),
                     None => return Ok(too_large(limit)),
                 };
-                match verifier.verify(&parts, &bytes) {
+                match verifier.verify_body(head, &parts, &bytes) {
                     Ok(caller) => {
                         let mut req = Request::from_parts(parts, body);
                         req.extensions_mut().insert(caller);

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use sfv::{KeyRef, Parser};
+use sfv::Parser;
 use sinew_core::clock::{Clock, SystemClock};
 use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
@@ -19,7 +19,8 @@ use crate::digest::{check_content_digest, DigestCheck};
 use crate::error::{Rejection, RejectionKind};
 use crate::key::KeyStore;
 use crate::received::{
-    canonical_signature, InputEntry, InputVisitor, Metadata, SignatureEntry, SignatureVisitor,
+    canonical_signature, InputEntry, InputVisitor, Limits, Metadata, Over, OverCell,
+    SignatureEntry, SignatureVisitor,
 };
 use crate::replay::{ReplayCache, ReplayError};
 use crate::signer::ALG_HMAC_SHA256;
@@ -51,14 +52,17 @@ pub struct VerifiedCaller {
 
 /// Verifies signed requests. Cheap to clone; clones share the replay cache.
 ///
-/// Checks, in order, each with its own [`RejectionKind`]: a signature of an
-/// accepted profile is present; it parses (`keyid` and `created` present);
-/// the key is known; `alg`, if given, is `hmac-sha256`; the required
-/// components are covered; `created` is not in the future beyond the skew;
-/// `expires` has not passed (beyond the skew); `created` is not older than
-/// the maximum age; every covered component is present; the signature
-/// matches (constant time); `Content-Digest`, when present, matches the body;
-/// the signature was not seen before within its window.
+/// Checks, in order, each with its own [`RejectionKind`], the cheapest
+/// refusals first: a signature of an accepted profile is present; its
+/// fields are within the [limits](VerifyConfig#limits-on-what-a-peer-sends)
+/// (`limit_exceeded`) and parse (`keyid` and `created` present); the key is
+/// known; `alg`, if given, is `hmac-sha256`; `created` is not in the future
+/// beyond the skew; `expires` has not passed (beyond the skew); `created`
+/// is not older than the maximum age; the components are valid and the
+/// required ones covered; every covered component is present; the
+/// signature matches (constant time); then, with the body (the layer reads
+/// it only now): `Content-Digest`, when present, matches the body; the
+/// signature was not seen before within its window.
 ///
 /// ```
 /// use sinew_sign::{SecretKey, SignConfig, Signer, StaticKeyStore, Verifier, VerifyConfig};
@@ -128,8 +132,39 @@ impl Verifier {
         parts: &http::request::Parts,
         body: &[u8],
     ) -> Result<VerifiedCaller, Rejection> {
-        let outcome = self.check(parts, body);
-        match &outcome {
+        let outcome = self
+            .check_head(parts)
+            .and_then(|head| self.check_body(head, &parts.headers, body));
+        self.record(parts, &outcome);
+        outcome
+    }
+
+    /// The checks that need no body (all but `Content-Digest` and the
+    /// replay cache), so a server can refuse before reading the body. A
+    /// rejection is counted and logged; a success is counted by
+    /// [`Verifier::verify_body`].
+    pub(crate) fn verify_head(&self, parts: &http::request::Parts) -> Result<Head, Rejection> {
+        let head = self.check_head(parts);
+        if let Err(r) = &head {
+            self.record_rejection(parts, r);
+        }
+        head
+    }
+
+    /// Finish what [`Verifier::verify_head`] started, with the body.
+    pub(crate) fn verify_body(
+        &self,
+        head: Head,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<VerifiedCaller, Rejection> {
+        let outcome = self.check_body(head, &parts.headers, body);
+        self.record(parts, &outcome);
+        outcome
+    }
+
+    fn record(&self, parts: &http::request::Parts, outcome: &Result<VerifiedCaller, Rejection>) {
+        match outcome {
             Ok(caller) => {
                 metrics::counter!("sinew_signature_verifications_total", "result" => "ok")
                     .increment(1);
@@ -139,31 +174,51 @@ impl Verifier {
                     "signature verified"
                 );
             }
-            Err(r) => {
-                metrics::counter!("sinew_signature_verifications_total", "result" => r.reason())
-                    .increment(1);
-                if r.kind() == RejectionKind::ReplayCacheFull {
-                    tracing::warn!(
-                        reason = r.reason(),
-                        "signature check refused: replay cache full; raise replay_capacity (each signature is kept max_age + skew)"
-                    );
-                } else {
-                    tracing::info!(
-                        reason = r.reason(),
-                        detail = r.detail(),
-                        method = %parts.method,
-                        path = parts.uri.path(),
-                        "signature rejected"
-                    );
-                }
-            }
+            Err(r) => self.record_rejection(parts, r),
         }
-        outcome
     }
 
-    fn check(
+    fn record_rejection(&self, parts: &http::request::Parts, r: &Rejection) {
+        metrics::counter!("sinew_signature_verifications_total", "result" => r.reason())
+            .increment(1);
+        if r.kind() == RejectionKind::ReplayCacheFull {
+            tracing::warn!(
+                reason = r.reason(),
+                "signature check refused: replay cache full; raise replay_capacity (each signature is kept max_age + skew)"
+            );
+        } else {
+            tracing::info!(
+                reason = r.reason(),
+                detail = r.detail(),
+                method = %parts.method,
+                path = %Shown(parts.uri.path()),
+                "signature rejected"
+            );
+        }
+    }
+
+    fn check_head(&self, parts: &http::request::Parts) -> Result<Head, Rejection> {
+        let cfg = &self.inner.config;
+        let h = &parts.headers;
+        let has_rfc = h.contains_key(SIGNATURE_INPUT) || h.contains_key(SIGNATURE);
+        if cfg.accept.rfc9421() && has_rfc {
+            return self.check_rfc9421(parts);
+        }
+        if cfg.accept.legacy() && h.contains_key(X_SIGNATURE) {
+            return self.check_legacy(parts);
+        }
+        let expected = match (cfg.accept.rfc9421(), cfg.accept.legacy()) {
+            (true, true) => "no Signature-Input/Signature or X-Signature header",
+            (false, true) => "no X-Signature header",
+            _ => "no Signature-Input/Signature header",
+        };
+        Err(Rejection::new(RejectionKind::MissingSignature, expected))
+    }
+
+    fn check_body(
         &self,
-        parts: &http::request::Parts,
+        head: Head,
+        headers: &HeaderMap,
         body: &[u8],
     ) -> Result<VerifiedCaller, Rejection> {
         let cfg = &self.inner.config;
@@ -173,20 +228,11 @@ impl Verifier {
                 format!("the body exceeds {} bytes", cfg.body_limit),
             ));
         }
-        let h = &parts.headers;
-        let has_rfc = h.contains_key(SIGNATURE_INPUT) || h.contains_key(SIGNATURE);
-        if cfg.accept.rfc9421() && has_rfc {
-            return self.check_rfc9421(parts, body);
+        self.check_digest(headers, body)?;
+        if let Some(mac) = head.remember {
+            self.remember(&mac, head.caller.created)?;
         }
-        if cfg.accept.legacy() && h.contains_key(X_SIGNATURE) {
-            return self.check_legacy(parts, body);
-        }
-        let expected = match (cfg.accept.rfc9421(), cfg.accept.legacy()) {
-            (true, true) => "no Signature-Input/Signature or X-Signature header",
-            (false, true) => "no X-Signature header",
-            _ => "no Signature-Input/Signature header",
-        };
-        Err(Rejection::new(RejectionKind::MissingSignature, expected))
+        Ok(head.caller)
     }
 
     fn now(&self) -> i64 {
@@ -218,10 +264,7 @@ impl Verifier {
         Ok(())
     }
 
-    fn remember(&self, mac: &[u8], created: i64) -> Result<(), Rejection> {
-        let mut key = [0u8; 32];
-        let n = mac.len().min(32);
-        key[..n].copy_from_slice(&mac[..n]);
+    fn remember(&self, mac: &[u8; 32], created: i64) -> Result<(), Rejection> {
         let max_age = self.inner.config.max_age.as_secs();
         let expires_at = u64::try_from(created.max(0))
             .unwrap_or(0)
@@ -230,7 +273,7 @@ impl Verifier {
         let now = self.clock.unix_seconds();
         self.inner
             .replay
-            .insert(key, expires_at, now)
+            .insert(*mac, expires_at, now)
             .map_err(|e| match e {
                 ReplayError::Replayed => Rejection::new(
                     RejectionKind::Replayed,
@@ -243,8 +286,32 @@ impl Verifier {
             })
     }
 
+    /// The field `name` (all lines joined with ", "), or `None` when
+    /// absent; over `max_header_bytes` (measured before joining) is
+    /// refused.
+    fn field<'h>(
+        &self,
+        headers: &'h HeaderMap,
+        name: http::HeaderName,
+    ) -> Result<Option<Cow<'h, [u8]>>, Rejection> {
+        let limit = self.inner.config.max_header_bytes;
+        let size = headers
+            .get_all(&name)
+            .iter()
+            .map(|v| v.len() + 2)
+            .sum::<usize>()
+            .saturating_sub(2);
+        if size > limit {
+            return Err(Rejection::new(
+                RejectionKind::LimitExceeded,
+                format!("{name} exceeds {limit} bytes (max_header_bytes)"),
+            ));
+        }
+        Ok(joined(headers, name))
+    }
+
     fn check_digest(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
-        let Some(value) = joined(headers, CONTENT_DIGEST) else {
+        let Some(value) = self.field(headers, CONTENT_DIGEST)? else {
             return Ok(());
         };
         match check_content_digest(&value, body) {
@@ -264,41 +331,45 @@ impl Verifier {
         }
     }
 
-    fn check_rfc9421(
-        &self,
-        parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<VerifiedCaller, Rejection> {
+    /// RFC 9421, cheapest refusals first: field sizes; the chosen
+    /// `Signature-Input` member, parsed within the count limits; `keyid`
+    /// and `created` present, the key known, `alg`, the times; only then
+    /// the `Signature` field, the components (classified, no duplicates,
+    /// the required ones covered, within `max_covered_bytes`), the base
+    /// and the MAC.
+    fn check_rfc9421(&self, parts: &http::request::Parts) -> Result<Head, Rejection> {
         let cfg = &self.inner.config;
         let malformed = |d: String| Rejection::new(RejectionKind::Malformed, d);
-        let inputs = joined(&parts.headers, SIGNATURE_INPUT).ok_or_else(|| {
-            Rejection::new(RejectionKind::MissingSignature, "no Signature-Input header")
-        })?;
-        let sigs = joined(&parts.headers, SIGNATURE).ok_or_else(|| {
+        let inputs = self
+            .field(&parts.headers, SIGNATURE_INPUT)?
+            .ok_or_else(|| {
+                Rejection::new(RejectionKind::MissingSignature, "no Signature-Input header")
+            })?;
+        let sigs = self.field(&parts.headers, SIGNATURE)?.ok_or_else(|| {
             Rejection::new(RejectionKind::MissingSignature, "no Signature header")
         })?;
+        let limits = Limits {
+            members: cfg.max_signatures,
+            components: cfg.max_components,
+            component_params: cfg.max_component_params,
+            signature_params: cfg.max_signature_params,
+        };
+        let over = OverCell::new(None);
         // Only the chosen member is kept, borrowing from the header bytes.
         let (label, input) = Parser::new(&*inputs)
             .with_version(SF_VERSION)
-            .parse_dictionary_with_visitor(InputVisitor::new(cfg.label.as_deref()))
-            .map_err(|_| {
-                malformed("Signature-Input is not a valid structured dictionary".into())
+            .parse_dictionary_with_visitor(InputVisitor::new(cfg.label.as_deref(), limits, &over))
+            .map_err(|_| match over.get() {
+                Some(o) => over_limit(o, "Signature-Input", cfg),
+                None => malformed("Signature-Input is not a valid structured dictionary".into()),
             })?;
-        let label = label.map(KeyRef::as_str);
-        let sig = match label.and_then(|l| canonical_signature(&sigs, l)) {
-            Some(mac) => Some(SignatureEntry::Mac(mac)),
-            None => Parser::new(&*sigs)
-                .with_version(SF_VERSION)
-                .parse_dictionary_with_visitor(SignatureVisitor::new(label))
-                .map_err(|_| malformed("Signature is not a valid structured dictionary".into()))?,
-        };
         let (label, input) = match (label, input) {
-            (Some(l), Some(i)) => (l, i),
+            (Some(l), Some(i)) => (l.as_str(), i),
             _ => {
                 return Err(match &cfg.label {
                     Some(l) => Rejection::new(
                         RejectionKind::MissingSignature,
-                        format!("no signature labelled {l:?}"),
+                        format!("no signature labelled {}", Shown(l)),
                     ),
                     None => {
                         Rejection::new(RejectionKind::MissingSignature, "Signature-Input is empty")
@@ -308,28 +379,12 @@ impl Verifier {
         };
         let InputEntry::InnerList(input) = input else {
             return Err(malformed(format!(
-                "Signature-Input member {label:?} is not an inner list"
+                "Signature-Input member {} is not an inner list",
+                Shown(label)
             )));
         };
-        let mac = match sig {
-            Some(SignatureEntry::Mac(b)) => MacBytes::Array(b),
-            Some(SignatureEntry::ByteSequence(b)) => MacBytes::Vec(b),
-            Some(SignatureEntry::Other) => {
-                return Err(malformed(format!(
-                    "Signature member {label:?} is not a byte sequence"
-                )))
-            }
-            None => {
-                return Err(Rejection::new(
-                    RejectionKind::MissingSignature,
-                    format!("Signature has no member {label:?}"),
-                ))
-            }
-        };
-        let bad_params = |e: &dyn fmt::Display| malformed(format!("signature {label:?}: {e}"));
-        // The serialised identifiers: compared, written twice into the
-        // base, and handed to the application.
-        let (kinds, covered) = input.components().map_err(|e| bad_params(&e))?;
+        let bad_params =
+            |e: &dyn fmt::Display| malformed(format!("signature {}: {e}", Shown(label)));
         let Metadata {
             created,
             expires,
@@ -346,17 +401,51 @@ impl Verifier {
         let key = self.inner.keys.key(key_id).ok_or_else(|| {
             Rejection::new(
                 RejectionKind::UnknownKey,
-                format!("keyid {key_id:?} is not known"),
+                format!("keyid {} is not known", Shown(key_id)),
             )
         })?;
         if let Some(alg) = alg {
             if alg != ALG_HMAC_SHA256 {
                 return Err(Rejection::new(
                     RejectionKind::AlgorithmNotAllowed,
-                    format!("alg {alg:?} is not allowed (hmac-sha256 only)"),
+                    format!("alg {} is not allowed (hmac-sha256 only)", Shown(alg)),
                 ));
             }
         }
+        self.check_times(created, expires)?;
+        let sig = match canonical_signature(&sigs, label) {
+            Some(mac) => Some(SignatureEntry::Mac(mac)),
+            None => Parser::new(&*sigs)
+                .with_version(SF_VERSION)
+                .parse_dictionary_with_visitor(SignatureVisitor::new(
+                    Some(label),
+                    cfg.max_signatures,
+                    &over,
+                ))
+                .map_err(|_| match over.get() {
+                    Some(o) => over_limit(o, "Signature", cfg),
+                    None => malformed("Signature is not a valid structured dictionary".into()),
+                })?,
+        };
+        let mac = match sig {
+            Some(SignatureEntry::Mac(b)) => MacBytes::Array(b),
+            Some(SignatureEntry::ByteSequence(b)) => MacBytes::Vec(b),
+            Some(SignatureEntry::Other) => {
+                return Err(malformed(format!(
+                    "Signature member {} is not a byte sequence",
+                    Shown(label)
+                )))
+            }
+            None => {
+                return Err(Rejection::new(
+                    RejectionKind::MissingSignature,
+                    format!("Signature has no member {}", Shown(label)),
+                ))
+            }
+        };
+        // The serialised identifiers: compared, written twice into the
+        // base, and handed to the application.
+        let (kinds, covered) = input.components().map_err(|e| bad_params(&e))?;
         for required in &cfg.required_components {
             if !covered.contains(&required.id) {
                 return Err(Rejection::new(
@@ -365,8 +454,20 @@ impl Verifier {
                 ));
             }
         }
-        self.check_times(created, expires)?;
         let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
+        let reads = kinds
+            .iter()
+            .map(|k| message.read_cost(k))
+            .fold(0usize, usize::saturating_add);
+        if reads > cfg.max_covered_bytes {
+            return Err(Rejection::new(
+                RejectionKind::LimitExceeded,
+                format!(
+                    "reading the covered components costs {reads} bytes, more than {} (max_covered_bytes)",
+                    cfg.max_covered_bytes
+                ),
+            ));
+        }
         let matches = with_buffer(|base| {
             received_base(&message, &covered, &kinds, &input.params, base)?;
             Ok(key.verify_hmac_sha256(base.as_bytes(), &mac))
@@ -380,30 +481,28 @@ impl Verifier {
         if !matches {
             return Err(Rejection::new(
                 RejectionKind::BadSignature,
-                format!("signature {label:?} does not match the covered components"),
+                format!(
+                    "signature {} does not match the covered components",
+                    Shown(label)
+                ),
             ));
         }
-        self.check_digest(&parts.headers, body)?;
-        if cfg.replay_protection {
-            self.remember(&mac, created)?;
-        }
-        Ok(VerifiedCaller {
-            key_id: key_id.to_owned(),
-            profile: Profile::Rfc9421,
-            label: Some(label.to_owned()),
-            created,
-            expires,
-            covered,
-            nonce: nonce.map(str::to_owned),
-            tag: tag.map(str::to_owned),
+        Ok(Head {
+            remember: cfg.replay_protection.then(|| mac.replay_key()),
+            caller: VerifiedCaller {
+                key_id: key_id.to_owned(),
+                profile: Profile::Rfc9421,
+                label: Some(label.to_owned()),
+                created,
+                expires,
+                covered,
+                nonce: nonce.map(str::to_owned),
+                tag: tag.map(str::to_owned),
+            },
         })
     }
 
-    fn check_legacy(
-        &self,
-        parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<VerifiedCaller, Rejection> {
+    fn check_legacy(&self, parts: &http::request::Parts) -> Result<Head, Rejection> {
         let cfg = &self.inner.config;
         let h = &parts.headers;
         let single = |name: &http::HeaderName| -> Result<&str, Rejection> {
@@ -448,7 +547,7 @@ impl Verifier {
         let key = self.inner.keys.legacy_key(service_id).ok_or_else(|| {
             Rejection::new(
                 RejectionKind::UnknownKey,
-                format!("service {service_id:?} is not known"),
+                format!("service {} is not known", Shown(service_id)),
             )
         })?;
         self.check_times(ts, None)?;
@@ -460,20 +559,65 @@ impl Verifier {
                 "x-signature does not match METHOD|PATH|TIMESTAMP",
             ));
         }
-        self.check_digest(h, body)?;
-        if cfg.legacy_replay_protection {
-            self.remember(&mac, ts)?;
-        }
-        Ok(VerifiedCaller {
-            key_id: service_id.to_owned(),
-            profile: Profile::Legacy,
-            label: None,
-            created: ts,
-            expires: None,
-            nonce: None,
-            tag: None,
-            covered: vec!["\"@method\"".into(), "\"@path\"".into()],
+        Ok(Head {
+            remember: cfg.legacy_replay_protection.then_some(mac),
+            caller: VerifiedCaller {
+                key_id: service_id.to_owned(),
+                profile: Profile::Legacy,
+                label: None,
+                created: ts,
+                expires: None,
+                nonce: None,
+                tag: None,
+                covered: vec!["\"@method\"".into(), "\"@path\"".into()],
+            },
         })
+    }
+}
+
+/// What the header checks established: the caller, and the replay-cache
+/// key when replay protection applies. The body checks finish it.
+#[derive(Debug)]
+pub(crate) struct Head {
+    caller: VerifiedCaller,
+    remember: Option<[u8; 32]>,
+}
+
+/// The rejection for a parse stopped by `over` in `field`.
+fn over_limit(over: Over, field: &str, cfg: &VerifyConfig) -> Rejection {
+    let detail = match over {
+        Over::Members => format!(
+            "{field} holds more than {} signatures (max_signatures)",
+            cfg.max_signatures
+        ),
+        Over::Components => format!(
+            "the signature covers more than {} components (max_components)",
+            cfg.max_components
+        ),
+        Over::ComponentParams => format!(
+            "a component has more than {} parameters (max_component_params)",
+            cfg.max_component_params
+        ),
+        Over::SignatureParams => format!(
+            "the signature has more than {} parameters (max_signature_params)",
+            cfg.max_signature_params
+        ),
+    };
+    Rejection::new(RejectionKind::LimitExceeded, detail)
+}
+
+/// A string from the request, quoted for a message and cut after 64
+/// bytes: a rejection (and the log line) never echoes a large input.
+struct Shown<'a>(&'a str);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 64;
+        if self.0.len() <= MAX {
+            return write!(f, "{:?}", self.0);
+        }
+        let cut = self.0.floor_char_boundary(MAX);
+        write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len())
     }
 }
 
@@ -481,6 +625,16 @@ impl Verifier {
 enum MacBytes {
     Array([u8; 32]),
     Vec(Vec<u8>),
+}
+
+impl MacBytes {
+    /// The key of the replay cache: the first 32 bytes (zero-padded).
+    fn replay_key(&self) -> [u8; 32] {
+        let mut key = [0u8; 32];
+        let n = self.len().min(32);
+        key[..n].copy_from_slice(&self[..n]);
+        key
+    }
 }
 
 impl std::ops::Deref for MacBytes {

@@ -585,21 +585,39 @@ async fn full_replay_cache_answers_503() {
 
 #[tokio::test]
 async fn oversized_bodies() {
-    // Server: over its limit by Content-Length, or streamed without one: 413.
+    // Server: a signed request over its limit, by Content-Length or
+    // streamed without one: 413.
     let config = VerifyConfig::default().body_limit(16);
     let addr = serve(verifier(config, T0)).await;
-    let a = raw(post(addr, "/a", "0123456789abcdefXYZ")).await;
+    let orders = || signer(SignConfig::rfc9421("orders"), "orders-secret", T0);
+    let (mut svc, _) = client(orders(), |_| {});
+    let a = call(&mut svc, post(addr, "/a", "0123456789abcdefXYZ")).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{a:?}");
     assert_eq!(a.reason().as_deref(), Some("body_too_large"));
     let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = (0..5)
         .map(|_| Ok(http_body::Frame::data(Bytes::from_static(b"01234567"))))
         .collect();
     let stream = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
-    let req = Request::post(format!("http://{addr}/a"))
-        .body(Body::stream(stream))
-        .unwrap();
-    let a = raw(req).await;
+    let (mut parts, ()) = Request::post(format!("http://{addr}/a"))
+        .body(())
+        .unwrap()
+        .into_parts();
+    orders().sign(&mut parts, &b"01234567".repeat(5)).unwrap();
+    let a = raw(Request::from_parts(parts, Body::stream(stream))).await;
     assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{a:?}");
+    // An unsigned request is refused before its body is read: even one
+    // whose body never ends is answered.
+    let endless = http_body_util::StreamBody::new(futures_util::stream::pending::<
+        Result<http_body::Frame<Bytes>, std::io::Error>,
+    >());
+    let req = Request::post(format!("http://{addr}/a"))
+        .body(Body::stream(endless))
+        .unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(20), raw(req))
+        .await
+        .expect("refused without waiting for the body");
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{a:?}");
+    assert_eq!(a.reason().as_deref(), Some("missing_signature"));
 
     // Client: over the signing limit with content-digest covered: not sent.
     let addr = serve(verifier(VerifyConfig::default(), T0)).await;

@@ -40,4 +40,20 @@ fn verify_config_round_trips() {
     let back: VerifyConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
     assert_eq!(back, c);
     assert!(serde_json::from_str::<VerifyConfig>(r#"{"max_age":"soon"}"#).is_err());
+    // The limits on what a peer sends.
+    let c: VerifyConfig = serde_json::from_str(
+        r#"{"max_header_bytes":100,"max_signatures":2,"max_components":3,"max_component_params":4,"max_signature_params":5,"max_covered_bytes":6}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        c,
+        VerifyConfig::default()
+            .max_header_bytes(100)
+            .max_signatures(2)
+            .max_components(3)
+            .max_component_params(4)
+            .max_signature_params(5)
+            .max_covered_bytes(6)
+    );
+    assert!(serde_json::from_str::<VerifyConfig>(r#"{"max_components":-1}"#).is_err());
 }
