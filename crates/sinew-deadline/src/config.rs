@@ -83,18 +83,45 @@ impl Default for ServerDeadlineConfig {
 /// The layer admits at most `max_concurrency` requests at once. The last
 /// `high_reserve` slots are for `high` only and the `normal_reserve` slots
 /// below them for `normal` and `high`, so when saturated `low` is refused
-/// first, then `normal`. Defaults: 128 slots, 16 reserved for `high`, 16 more
-/// for `normal` and above, no queue, `Retry-After: 1`.
+/// first, then `normal`. Defaults: 128 slots, automatic reserves (16 for
+/// `high`, 16 more for `normal` and above at 128), no queue,
+/// `Retry-After: 1`.
+///
+/// # Automatic reserves
+///
+/// A reserve left unset follows `max_concurrency` (n), so a small limit
+/// still orders the priorities:
+///
+/// | n | `high_reserve` | `normal_reserve` | slots for low / normal / high |
+/// |---|---|---|---|
+/// | 1 | 0 | 0 (soft) | 1 / 1 / 1 |
+/// | 2 | 1 | 0 (soft) | 1 / 1 / 2 |
+/// | 3 | 1 | 1 | 1 / 2 / 3 |
+/// | 4 | 1 | 1 | 2 / 3 / 4 |
+/// | 16 | 2 | 2 | 12 / 14 / 16 |
+/// | n ≥ 8 | n / 8 | n / 8 | … |
+///
+/// That is n / 8 each, but at least one slot for `high` from n = 2 and at
+/// least one for `normal` from n = 3. Below 3 there is no whole slot left
+/// to reserve for `normal` without refusing `low` even on an idle server,
+/// so its reserve is *soft*: after a `normal` request is shed, `low` may use
+/// one slot fewer for `retry_after` (the time the shed request was told to
+/// wait), so under overload `normal` gets the shared slot first while an
+/// idle server still serves `low`. Reserves set explicitly are exact (and
+/// never soft).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields, default))]
 pub struct ShedConfig {
     /// Requests admitted at once, all priorities together.
     pub max_concurrency: usize,
-    /// Slots only `high` may use.
-    pub high_reserve: usize,
-    /// Slots (below the high reserve) only `normal` and `high` may use.
-    pub normal_reserve: usize,
+    /// Slots only `high` may use (`None`: automatic, see above).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub high_reserve: Option<usize>,
+    /// Slots (below the high reserve) only `normal` and `high` may use
+    /// (`None`: automatic, see above).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub normal_reserve: Option<usize>,
     /// Requests that may wait for a slot at once (0: refuse at once).
     pub queue_size: usize,
     /// The longest a queued request waits (its deadline may cut it shorter).
@@ -112,13 +139,48 @@ impl Default for ShedConfig {
     fn default() -> Self {
         ShedConfig {
             max_concurrency: 128,
-            high_reserve: 16,
-            normal_reserve: 16,
+            high_reserve: None,
+            normal_reserve: None,
             queue_size: 0,
             max_queue_wait: Duration::from_secs(1),
             min_remaining: Duration::from_millis(5),
             retry_after: Duration::from_secs(1),
         }
+    }
+}
+
+impl ShedConfig {
+    /// `max_concurrency` slots with automatic reserves, no queue.
+    pub fn with_limit(max_concurrency: usize) -> Self {
+        ShedConfig {
+            max_concurrency,
+            ..ShedConfig::default()
+        }
+    }
+
+    /// The reserves in effect, `(high, normal)`: as set, or automatic.
+    ///
+    /// ```
+    /// use sinew_deadline::ShedConfig;
+    /// assert_eq!(ShedConfig::with_limit(2).reserves(), (1, 0));
+    /// assert_eq!(ShedConfig::with_limit(4).reserves(), (1, 1));
+    /// assert_eq!(ShedConfig::with_limit(256).reserves(), (32, 32));
+    /// ```
+    pub fn reserves(&self) -> (usize, usize) {
+        let n = self.max_concurrency;
+        let high = self
+            .high_reserve
+            .unwrap_or(if n >= 2 { (n / 8).max(1) } else { 0 });
+        let normal = self
+            .normal_reserve
+            .unwrap_or(if n >= 3 { (n / 8).max(1) } else { 0 });
+        (high, normal)
+    }
+
+    /// Whether `normal`'s reserve is soft (automatic, and less than a
+    /// slot: n ≤ 2).
+    pub(crate) fn soft_normal_reserve(&self) -> bool {
+        self.normal_reserve.is_none() && self.reserves().1 == 0
     }
 }
 
@@ -161,8 +223,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sh.max_concurrency, 10);
-        assert_eq!(sh.high_reserve, 2);
-        assert_eq!(sh.normal_reserve, 16);
+        assert_eq!(sh.high_reserve, Some(2));
+        assert_eq!(sh.normal_reserve, None);
+        assert_eq!(sh.reserves(), (2, 1));
+        let small: ShedConfig = toml::from_str("max_concurrency = 4\n").unwrap();
+        assert_eq!(small.reserves(), (1, 1));
+        let back: ShedConfig = toml::from_str(&toml::to_string(&sh).unwrap()).unwrap();
+        assert_eq!(back, sh);
         assert_eq!(sh.max_queue_wait, Duration::from_millis(250));
         assert!(toml::from_str::<ShedConfig>("max_concurrency = -1").is_err());
     }

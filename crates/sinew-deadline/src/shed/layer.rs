@@ -18,6 +18,8 @@ use crate::config::ShedConfig;
 /// At most `max_concurrency` requests run at once. When saturated, `low`
 /// is refused first (it may use all but `high_reserve + normal_reserve`
 /// slots), then `normal` (all but `high_reserve`); `high` may use every slot.
+/// Unset reserves follow the limit and order the priorities at every limit
+/// from 2 ([automatic reserves](crate::ShedConfig#automatic-reserves)).
 /// Refusals are `503` problem+json with `Retry-After` and without
 /// `X-Do-Not-Retry`, so a caller may retry elsewhere; each is counted in
 /// `sinew_shed_requests_total{priority}`.
@@ -78,15 +80,12 @@ impl ShedLayer {
         }
     }
 
-    /// A layer with `max_concurrency` slots, 1/8 of them reserved for `high`
-    /// and 1/8 more for `normal` and above, no queue.
+    /// A layer with `max_concurrency` slots and the automatic reserves
+    /// (1/8 for `high` and 1/8 more for `normal` and above, but at least
+    /// one slot for `high` from 2 slots and for `normal` from 3; see
+    /// [`ShedConfig`](crate::ShedConfig#automatic-reserves)), no queue.
     pub fn with_limit(max_concurrency: usize) -> Self {
-        Self::new(ShedConfig {
-            max_concurrency,
-            high_reserve: max_concurrency / 8,
-            normal_reserve: max_concurrency / 8,
-            ..ShedConfig::default()
-        })
+        Self::new(ShedConfig::with_limit(max_concurrency))
     }
 
     /// Requests in flight now, all priorities together.
@@ -94,7 +93,8 @@ impl ShedLayer {
         self.state.in_flight()
     }
 
-    /// How many requests of `priority` may be in flight before it is shed.
+    /// How many requests of `priority` may be in flight before it is shed
+    /// (for `low`, one fewer while a soft `normal` reserve holds).
     pub fn capacity(&self, priority: Priority) -> usize {
         self.state.cap(priority)
     }
@@ -207,7 +207,10 @@ where
         }
         let place = match worth_waiting.then(|| self.state.enqueue()).flatten() {
             Some(place) => place,
-            None => return ResponseFuture::refused(refusal(priority, config, false)),
+            None => {
+                self.state.shed(priority);
+                return ResponseFuture::refused(refusal(priority, config, false));
+            }
         };
         tracing::trace!(
             priority = priority.as_str(),
@@ -220,6 +223,7 @@ where
         let state = self.state.clone();
         ResponseFuture::queued(Box::pin(async move {
             let Some(slot) = place.wait(priority, budget).await else {
+                state.shed(priority);
                 return Ok(refusal(priority, &state.config, true));
             };
             let res = svc.call(req).await;

@@ -20,6 +20,14 @@ pub(crate) struct State {
     hold_ewma_nanos: AtomicU64,
     /// Slots usable by low, normal, high.
     caps: [usize; 3],
+    /// `normal`'s reserve is soft (automatic, below one slot): `low` may
+    /// use one slot fewer for `retry_after` after a `normal` request was
+    /// shed.
+    soft_normal: bool,
+    /// When a `normal` request was last shed: nanoseconds after `epoch`,
+    /// plus one (0: never). Kept only when `soft_normal`.
+    normal_shed_at: AtomicU64,
+    epoch: Instant,
     pub(crate) config: ShedConfig,
 }
 
@@ -34,15 +42,47 @@ fn index(p: Priority) -> usize {
 impl State {
     pub(crate) fn new(config: ShedConfig) -> Self {
         let max = config.max_concurrency;
-        let normal = max.saturating_sub(config.high_reserve);
-        let low = normal.saturating_sub(config.normal_reserve);
+        let (high_reserve, normal_reserve) = config.reserves();
+        let normal = max.saturating_sub(high_reserve);
+        let low = normal.saturating_sub(normal_reserve);
         State {
             in_flight: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             notify: Notify::new(),
             hold_ewma_nanos: AtomicU64::new(0),
             caps: [low, normal, max],
+            soft_normal: config.soft_normal_reserve() && low > 0,
+            normal_shed_at: AtomicU64::new(0),
+            epoch: Instant::now(),
             config,
+        }
+    }
+
+    /// Note that a request of `p` was shed (for the soft reserve).
+    pub(crate) fn shed(&self, p: Priority) {
+        if self.soft_normal && p == Priority::Normal {
+            let since = Instant::now().saturating_duration_since(self.epoch);
+            let nanos = u64::try_from(since.as_nanos()).unwrap_or(u64::MAX - 1);
+            self.normal_shed_at.store(nanos + 1, Relaxed);
+        }
+    }
+
+    /// The slots `p` may use now: its capacity, one fewer for `low` while
+    /// `normal`'s soft reserve holds.
+    fn cap_now(&self, p: Priority) -> usize {
+        let cap = self.caps[index(p)];
+        if !(self.soft_normal && p == Priority::Low) {
+            return cap;
+        }
+        let at = self.normal_shed_at.load(Relaxed);
+        if at == 0 {
+            return cap;
+        }
+        let shed = self.epoch + Duration::from_nanos(at - 1);
+        if Instant::now() < shed + self.config.retry_after {
+            cap - 1
+        } else {
+            cap
         }
     }
 
@@ -51,12 +91,12 @@ impl State {
     }
 
     pub(crate) fn cap(&self, p: Priority) -> usize {
-        self.caps[index(p)]
+        self.cap_now(p)
     }
 
     /// A slot for `p` if fewer than its cap are in flight.
     pub(crate) fn try_acquire(self: &Arc<Self>, p: Priority) -> Option<Slot> {
-        let cap = self.caps[index(p)];
+        let cap = self.cap_now(p);
         let mut cur = self.in_flight.load(SeqCst);
         loop {
             if cur >= cap {
