@@ -33,6 +33,31 @@ impl InvalidHeader {
         self.kind
     }
 
+    /// The title of the problem document the server layer answers with:
+    /// `invalid priority header` or `invalid deadline header`.
+    pub fn title(&self) -> &'static str {
+        if self.is_priority() {
+            "invalid priority header"
+        } else {
+            "invalid deadline header"
+        }
+    }
+
+    /// The stable `reason` of that problem document: `invalid_priority`
+    /// for `x-request-priority`; for a deadline header, what is wrong with
+    /// it ([`ParseErrorKind::as_str`]: `malformed`, `negative`, …).
+    pub fn reason(&self) -> &'static str {
+        if self.is_priority() {
+            "invalid_priority"
+        } else {
+            self.kind.as_str()
+        }
+    }
+
+    fn is_priority(&self) -> bool {
+        self.header == sinew_core::headers::X_REQUEST_PRIORITY
+    }
+
     /// What a valid value of this header looks like.
     pub fn expected(&self) -> &'static str {
         match self.header.as_str() {

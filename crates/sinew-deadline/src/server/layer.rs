@@ -29,12 +29,15 @@ use crate::parse::{self, ParseErrorKind};
 /// * `x-envoy-expected-rq-timeout-ms`: only with [`trust_envoy`](Self::trust_envoy).
 ///
 /// `x-request-priority: high|normal|low` sets the priority (default
-/// `normal`).
+/// `normal`; every value of a repeated header is checked, and the lowest
+/// wins).
 ///
 /// Answers, without calling the handler:
 ///
 /// * `400` problem+json naming the header for a malformed, negative or
-///   non-finite value (also for an unknown priority);
+///   non-finite deadline (title `invalid deadline header`, `reason` what is
+///   wrong: `malformed`, `negative`, …) or an unknown priority (title
+///   `invalid priority header`, `reason` `invalid_priority`);
 /// * `408` problem+json with `X-Do-Not-Retry: 1` when the deadline has
 ///   passed or leaves `min_remaining` (5 ms) or less.
 ///
@@ -152,7 +155,7 @@ pub struct ParsedHeaders {
     /// The earliest deadline sent, as time left (zero when already past),
     /// and the header it came from.
     pub timeout: Option<(Duration, &'static str)>,
-    /// The priority sent, if any.
+    /// The priority sent (the lowest, when several values are), if any.
     pub priority: Option<Priority>,
 }
 
@@ -208,7 +211,9 @@ pub fn parse_headers(
             &parse::envoy_timeout_ms,
         )?;
     }
-    if let Some(v) = headers.get(X_REQUEST_PRIORITY) {
+    // Every value is checked, as for the deadline headers; of several
+    // valid ones the lowest wins (as the earliest deadline does).
+    for v in headers.get_all(X_REQUEST_PRIORITY) {
         let p = Priority::parse(v.as_bytes()).ok_or_else(|| {
             let kind = if v.as_bytes().trim_ascii().is_empty() {
                 ParseErrorKind::Empty
@@ -217,7 +222,7 @@ pub fn parse_headers(
             };
             InvalidHeader::new(X_REQUEST_PRIORITY, kind)
         })?;
-        out.priority = Some(p);
+        out.priority = Some(out.priority.map_or(p, |q| q.min(p)));
     }
     Ok(out)
 }
@@ -239,13 +244,18 @@ where
         let parsed = match parse_headers(req.headers(), &*self.clock, cfg.trust_envoy) {
             Ok(p) => p,
             Err(e) => {
-                tracing::debug!(header = %e.header(), kind = e.kind().as_str(), "request refused: invalid deadline header");
-                metrics::counter!("sinew_deadline_rejections_total", "reason" => "invalid_header")
+                tracing::debug!(header = %e.header(), kind = e.kind().as_str(), "request refused: {}", e.title());
+                let label = if e.reason() == "invalid_priority" {
+                    "invalid_priority"
+                } else {
+                    "invalid_header"
+                };
+                metrics::counter!("sinew_deadline_rejections_total", "reason" => label)
                     .increment(1);
-                let problem = Problem::new(StatusCode::BAD_REQUEST, "invalid deadline header")
+                let problem = Problem::new(StatusCode::BAD_REQUEST, e.title())
                     .detail(e.to_string())
                     .with("header", e.header().as_str())
-                    .with("reason", e.kind().as_str());
+                    .with("reason", e.reason());
                 return ResponseFuture::refused(problem.into_response());
             }
         };
