@@ -110,7 +110,7 @@ async fn run_inner(args: CallArgs) -> Result<u8, String> {
     let mut builder = match &args.config {
         Some(path) => {
             let config = sinew::config::ClientConfig::from_file(path).map_err(|e| e.to_string())?;
-            ClientBuilder::from_config(&config).map_err(|e| e.to_string())?
+            ClientBuilder::from_config(config)
         }
         None => Client::builder(),
     };
@@ -182,6 +182,11 @@ async fn run_inner(args: CallArgs) -> Result<u8, String> {
                 }
                 Err(e) => match e.status() {
                     Some(s) => {
+                        // The status line (and the server's message) on
+                        // stderr, the body on stdout as for a success.
+                        if print_body {
+                            eprintln!("sinew call: {e}");
+                        }
                         if print_body {
                             use std::io::Write as _;
                             if let Some(b) = e.body() {

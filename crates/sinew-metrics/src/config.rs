@@ -117,6 +117,35 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The `[server.metrics]` section of the sinew config file: how the
+/// [`ServerMetricsLayer`](crate::ServerMetricsLayer) records.
+///
+/// ```
+/// use sinew_metrics::{Naming, ServerMetricsConfig};
+/// let c = ServerMetricsConfig::default();
+/// assert!(c.accept_trace);
+/// assert_eq!(c.naming, Naming::Otel);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+pub struct ServerMetricsConfig {
+    /// Metric names and buckets. Default [`Naming::Otel`].
+    pub naming: Naming,
+    /// Continue the caller's trace from a valid inbound `traceparent`
+    /// (default `true`; turn it off at a trust boundary).
+    pub accept_trace: bool,
+}
+
+impl Default for ServerMetricsConfig {
+    fn default() -> Self {
+        ServerMetricsConfig {
+            naming: Naming::Otel,
+            accept_trace: true,
+        }
+    }
+}
+
 #[cfg(all(test, feature = "serde"))]
 mod tests {
     use super::*;
@@ -139,5 +168,10 @@ mod tests {
         assert!(toml::from_str::<MetricsConfig>("per_attemp = true").is_err());
         assert_eq!("aio-request".parse::<Naming>(), Ok(Naming::AioRequest));
         assert!("prom".parse::<Naming>().is_err());
+        let s: ServerMetricsConfig =
+            toml::from_str("naming = \"aio-request\"\naccept_trace = false").unwrap();
+        assert_eq!(s.naming, Naming::AioRequest);
+        assert!(!s.accept_trace);
+        assert!(toml::from_str::<ServerMetricsConfig>("per_attempt = true").is_err());
     }
 }

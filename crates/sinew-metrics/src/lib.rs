@@ -168,6 +168,6 @@ pub mod server;
 mod trace;
 
 pub use client::MetricsLayer;
-pub use config::{MetricsConfig, Naming, Scope};
+pub use config::{MetricsConfig, Naming, Scope, ServerMetricsConfig};
 pub use labels::PathTemplate;
 pub use server::ServerMetricsLayer;

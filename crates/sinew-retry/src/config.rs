@@ -18,7 +18,7 @@
 //! budget_window = "10s"
 //! jitter = "full"              # exponential only: full | equal | none
 //! min_attempt_time = "5ms"
-//! retry_circuit_open = false   # true only when the layer sits above a balancer
+//! retry_circuit_open = true    # default: on only when a balancer sits below (sinew's client)
 //!
 //! [hedge]
 //! delays = ["50ms", "100ms"]   # or: percentile = 0.95 (then the keys below apply)
@@ -66,10 +66,13 @@ pub struct RetryConfig {
     /// 408 without running the handler).
     #[cfg_attr(feature = "serde", serde(with = "duration"))]
     pub min_attempt_time: Duration,
-    /// Retry a circuit-open rejection from below (default false). Turn it on
-    /// only when a load balancer sits between this layer and the breakers,
-    /// so the retry goes to another endpoint.
-    pub retry_circuit_open: bool,
+    /// Retry a circuit-open rejection from below. Useful only when a load
+    /// balancer sits between this layer and the breakers, so the retry goes
+    /// to another endpoint. Unset (the default): off for a bare
+    /// [`RetryLayer`](crate::RetryLayer); the sinew client turns it on when
+    /// it has a balancer.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub retry_circuit_open: Option<bool>,
 }
 
 impl Default for RetryConfig {
@@ -86,7 +89,7 @@ impl Default for RetryConfig {
             max_retry_after: Duration::from_secs(10),
             jitter: Jitter::Full,
             min_attempt_time: Duration::from_millis(5),
-            retry_circuit_open: false,
+            retry_circuit_open: None,
         }
     }
 }

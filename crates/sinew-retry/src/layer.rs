@@ -81,7 +81,7 @@ impl RetryLayer {
                 budget: Some(RetryBudget::default()),
                 max_retry_after: config.max_retry_after,
                 min_attempt_time: config.min_attempt_time,
-                retry_circuit_open: config.retry_circuit_open,
+                retry_circuit_open: config.retry_circuit_open.unwrap_or(false),
                 classifier: Classifier::default(),
                 clock: Arc::new(SystemClock),
                 rng: Arc::new(RngSource::Entropy),
@@ -110,7 +110,7 @@ impl RetryLayer {
             .budget(budget)
             .max_retry_after(config.max_retry_after)
             .min_attempt_time(config.min_attempt_time)
-            .retry_circuit_open(config.retry_circuit_open))
+            .retry_circuit_open(config.retry_circuit_open.unwrap_or(false)))
     }
 
     /// aio-request's defaults ([`RetryConfig::aio_request`]): GET gets 3

@@ -1,20 +1,43 @@
-//! The client configuration file (TOML), as DESIGN.md specifies it.
+//! The config file (TOML): one file for [`Client::from_config`](crate::Client::from_config),
+//! `sinew call --config` and, with `[server]`, the
+//! [`ServerStack`](crate::server::ServerStack).
 //!
-//! Every section is optional. A missing section turns its layer off, except
-//! `[deadline]` and `[retry]`, which are on by default (write
-//! `enabled = false` to turn them off). Unknown keys and bad values are
-//! errors that name the key and the line.
+//! Each section is the config type of the layer crate that owns it, so the
+//! keys are exactly those the layer documents:
+//!
+//! | section | type | on by default |
+//! |---|---|---|
+//! | `base_url`, `timeout` | here | `timeout = "30s"` (`"off"` turns it off) |
+//! | `[pool]` | [`PoolConfig`] | yes |
+//! | `[tls]` | [`TlsConfig`] | yes (system roots) |
+//! | `[deadline]` | [`sinew_deadline::DeadlineConfig`] | yes |
+//! | `[retry]` | [`sinew_retry::RetryConfig`] | yes |
+//! | `[hedge]` | [`sinew_retry::HedgeConfig`] | no |
+//! | `[breaker]` | [`sinew_breaker::BreakerConfig`] | no |
+//! | `[balance]` | [`sinew_balance::BalanceSection`] | no |
+//! | `[sign]` | [`SignSection`]: `key` + [`sinew_sign::SignConfig`] | no |
+//! | `[metrics]` | [`sinew_metrics::MetricsConfig`] | no |
+//! | `[auth]` | [`AuthConfig`] | no |
+//! | `[server]` | [`ServerConfig`](crate::server::ServerConfig) | (server side) |
+//!
+//! A section that is on by default is turned off with `enabled = false` in
+//! it, or `retry = false` at the top of the file. Unknown keys and bad values
+//! are errors that name the key and its line. Secrets are never written
+//! inline only: `key = { env = "VAR" }`, `{ file = "/path" }`,
+//! `{ base64 = "..." }` or `{ text = "..." }` ([`Secret`]).
 //!
 //! ```
 //! let config = sinew::config::ClientConfig::from_toml(r#"
 //!     base_url = "http://127.0.0.1:8080"
-//!     [deadline]
 //!     timeout = "2s"
 //!     [retry]
-//!     max_attempts = 3
-//!     backoff = "decorrelated"
+//!     max_attempts = 2
+//!     jitter = "equal"
+//!     [sign]
+//!     key_id = "orders"
+//!     key = { env = "ORDERS_KEY" }
 //! "#, "client.toml").unwrap();
-//! assert_eq!(config.deadline.timeout, Some(std::time::Duration::from_secs(2)));
+//! assert_eq!(config.timeout, Some(sinew::config::CallTimeout::After(std::time::Duration::from_secs(2))));
 //!
 //! let err = sinew::config::ClientConfig::from_toml("[retry]\nmax_atempts = 3\n", "client.toml")
 //!     .unwrap_err();
@@ -25,36 +48,78 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+#[cfg(feature = "sign")]
+use serde::de::MapAccess;
+use serde::de::{Deserializer, Visitor};
+use serde::Deserialize;
 
-use crate::transport::PoolConfig;
+pub use sinew_core::config::{duration, Secret, Toggle};
+
+#[cfg(feature = "server")]
+pub use crate::server::ServerConfig;
+pub use crate::transport::{PoolConfig, TlsConfig};
 use crate::{Error, ErrorKind};
 
-/// The whole client configuration.
+/// The most bytes of a config file read (a config is small; a larger file
+/// is a mistake).
+pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
+
+/// The default deadline of every call.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// Relative paths are joined to this URL.
+    #[serde(default)]
     pub base_url: Option<String>,
+    /// Every call's deadline (unset: [`DEFAULT_TIMEOUT`], 30 s; `"off"`:
+    /// none of the client's own, only per-request and inherited deadlines
+    /// apply). `[deadline] timeout` says the same; set one of them.
+    #[serde(default)]
+    pub timeout: Option<CallTimeout>,
     /// `[pool]`: connections and protocol.
     #[serde(default)]
     pub pool: PoolConfig,
-    /// `[deadline]` (on by default).
+    /// `[tls]`: roots, client certificate, server name.
     #[serde(default)]
-    pub deadline: DeadlineSection,
+    pub tls: TlsConfig,
+    /// `[deadline]`: deadline propagation (on by default).
+    #[cfg(feature = "deadline")]
+    #[serde(default)]
+    pub deadline: Toggle<sinew_deadline::DeadlineConfig>,
     /// `[retry]` (on by default).
+    #[cfg(feature = "retry")]
     #[serde(default)]
-    pub retry: RetrySection,
+    pub retry: Toggle<sinew_retry::RetryConfig>,
     /// `[hedge]`.
-    pub hedge: Option<HedgeSection>,
-    /// `[breaker]`.
-    pub breaker: Option<BreakerSection>,
-    /// `[balance]`.
-    pub balance: Option<BalanceSection>,
-    /// `[sign]`.
+    #[cfg(feature = "retry")]
+    #[serde(default)]
+    pub hedge: Option<sinew_retry::HedgeConfig>,
+    /// `[breaker]`: a circuit breaker per endpoint.
+    #[cfg(feature = "breaker")]
+    #[serde(default)]
+    pub breaker: Option<sinew_breaker::BreakerConfig>,
+    /// `[balance]`: endpoints and how to pick one per attempt.
+    #[cfg(feature = "balance")]
+    #[serde(default)]
+    pub balance: Option<sinew_balance::BalanceSection>,
+    /// `[sign]`: sign every attempt.
+    #[cfg(feature = "sign")]
+    #[serde(default)]
     pub sign: Option<SignSection>,
-    /// `[metrics]`.
-    pub metrics: Option<MetricsSection>,
+    /// `[metrics]`: per-call and per-attempt metrics.
+    #[cfg(feature = "metrics")]
+    #[serde(default)]
+    pub metrics: Option<sinew_metrics::MetricsConfig>,
+    /// `[auth]`: log in for a bearer token.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// `[server]`: the server stack built from the same file.
+    #[cfg(feature = "server")]
+    #[serde(default)]
+    pub server: Option<ServerConfig>,
 }
 
 impl ClientConfig {
@@ -63,10 +128,10 @@ impl ClientConfig {
         toml::from_str(text).map_err(|e| Error::new(ErrorKind::Config, format!("{origin}: {e}")))
     }
 
-    /// Read and parse a TOML file.
+    /// Read and parse a TOML file (at most [`MAX_CONFIG_FILE`] bytes).
     pub fn from_file(path: impl AsRef<Path>) -> Result<ClientConfig, Error> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_bounded(path, MAX_CONFIG_FILE).map_err(|e| {
             Error::new(
                 ErrorKind::Config,
                 format!("cannot read {}: {e}", path.display()),
@@ -74,431 +139,247 @@ impl ClientConfig {
         })?;
         Self::from_toml(&text, &path.display().to_string())
     }
-}
 
-fn yes() -> bool {
-    true
-}
-
-/// `[deadline]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DeadlineSection {
-    /// Whether the layer is on (default true).
-    pub enabled: bool,
-    /// Every call must finish within this long (default: only inherited or
-    /// per-request deadlines apply).
-    #[serde(with = "opt_duration")]
-    pub timeout: Option<Duration>,
-    /// Fail at once when less than this is left (default 5 ms).
-    #[serde(with = "duration")]
-    pub min_remaining: Duration,
-    /// Also send `grpc-timeout` (default false).
-    pub grpc_timeout: bool,
-}
-
-impl Default for DeadlineSection {
-    fn default() -> Self {
-        DeadlineSection {
-            enabled: true,
-            timeout: None,
-            min_remaining: Duration::from_millis(5),
-            grpc_timeout: false,
-        }
+    /// The names of the file's sections and top-level keys, as the schema
+    /// declares them (for tools and for the test that every one of them has
+    /// an effect).
+    pub fn section_names() -> &'static [&'static str] {
+        section_names_of::<ClientConfig>()
     }
 }
 
-/// The backoff curve between retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackoffKind {
-    /// Decorrelated jitter (Polly v8), the default.
-    Decorrelated,
-    /// Exponential with jitter.
-    Exponential,
-    /// aio-request's `0.05·n s ± 20 %` shape, scaled by `base_delay`.
-    Linear,
-    /// The same delay every time.
-    Constant,
-}
-
-/// Which methods are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RetryMethods {
-    /// RFC 9110's idempotent methods, and POST/PATCH marked idempotent.
-    Idempotent,
-    /// Every method.
-    All,
-    /// aio-request's defaults: GET only.
-    AioRequest,
-}
-
-/// `[retry]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetrySection {
-    /// Whether the layer is on (default true).
-    pub enabled: bool,
-    /// Attempts in all, counting the first (default 3).
-    #[serde(deserialize_with = "positive_u32")]
-    pub max_attempts: u32,
-    /// The backoff curve (default decorrelated).
-    pub backoff: BackoffKind,
-    /// The base delay (default 50 ms).
-    #[serde(with = "duration")]
-    pub base_delay: Duration,
-    /// The cap on one delay (default 2 s).
-    #[serde(with = "duration")]
-    pub max_delay: Duration,
-    /// Which methods are retried (default idempotent).
-    pub methods: RetryMethods,
-    /// Retries may add at most this share of the traffic (default 0.2).
-    #[serde(deserialize_with = "ratio")]
-    pub budget_ratio: f64,
-    /// …plus this many retries per second (default 10).
-    pub budget_min_per_sec: u32,
-    /// Honour `Retry-After` up to this long (default 10 s).
-    #[serde(with = "duration")]
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetrySection {
-    fn default() -> Self {
-        RetrySection {
-            enabled: true,
-            max_attempts: 3,
-            backoff: BackoffKind::Decorrelated,
-            base_delay: Duration::from_millis(50),
-            max_delay: Duration::from_secs(2),
-            methods: RetryMethods::Idempotent,
-            budget_ratio: 0.2,
-            budget_min_per_sec: 10,
-            max_retry_after: Duration::from_secs(10),
-        }
-    }
-}
-
-/// `[hedge]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HedgeSection {
-    /// Start attempt k+1 this long after the start.
-    #[serde(with = "durations")]
-    pub delays: Vec<Duration>,
-}
-
-/// The breaker's trip policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BreakerPolicy {
-    /// N consecutive failures.
-    Consecutive,
-    /// A failure ratio over a window.
-    FailureRate,
-    /// A slow-call ratio over a window.
-    SlowCall,
-}
-
-/// `[breaker]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BreakerSection {
-    /// The trip policy (default consecutive).
-    pub policy: BreakerPolicy,
-    /// consecutive: a count; failure-rate / slow-call: a ratio 0..1.
-    pub failure_threshold: f64,
-    /// Calls in the window before it may trip (default 10).
-    pub minimum_calls: u32,
-    /// The window (default 10 s).
-    #[serde(with = "duration")]
-    pub window: Duration,
-    /// How long it stays open before a probe (default 30 s).
-    #[serde(with = "duration")]
-    pub open_duration: Duration,
-    /// Probes allowed at once when half-open (default 1).
-    #[serde(deserialize_with = "positive_u32")]
-    pub half_open_probes: u32,
-    /// slow-call: calls slower than this are slow (default 1 s).
-    #[serde(with = "duration")]
-    pub slow_call: Duration,
-}
-
-impl Default for BreakerSection {
-    fn default() -> Self {
-        BreakerSection {
-            policy: BreakerPolicy::Consecutive,
-            failure_threshold: 5.0,
-            minimum_calls: 10,
-            window: Duration::from_secs(10),
-            open_duration: Duration::from_secs(30),
-            half_open_probes: 1,
-            slow_call: Duration::from_secs(1),
-        }
-    }
-}
-
-/// One endpoint: `"host:port"` or `{ address = "host:port", weight = 3 }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum EndpointEntry {
-    /// `"host:port"`, weight 1.
-    Address(String),
-    /// With a weight.
-    Weighted {
-        /// `host:port`.
-        address: String,
-        /// The weight (default 1).
-        #[serde(default = "one")]
-        weight: f64,
-    },
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-impl EndpointEntry {
-    /// `host:port`.
-    pub fn address(&self) -> &str {
-        match self {
-            EndpointEntry::Address(a) => a,
-            EndpointEntry::Weighted { address, .. } => address,
-        }
-    }
-
-    /// The weight.
-    pub fn weight(&self) -> f64 {
-        match self {
-            EndpointEntry::Address(_) => 1.0,
-            EndpointEntry::Weighted { weight, .. } => *weight,
-        }
-    }
-}
-
-/// `etcd = { endpoints = [...], service = "..." }`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EtcdSource {
-    /// etcd client URLs.
-    pub endpoints: Vec<String>,
-    /// The service name under `/sinew/services/`.
-    pub service: String,
-}
-
-/// `[balance]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BalanceSection {
-    /// round-robin | random | weighted-random | weighted-round-robin |
-    /// least-outstanding | p2c-ewma (default).
-    #[serde(default = "default_strategy")]
-    pub strategy: String,
-    /// A static list of endpoints.
-    #[serde(default)]
-    pub endpoints: Vec<EndpointEntry>,
-    /// A DNS name to resolve: `"host:port"` (A/AAAA) or `"srv:_svc._tcp.name"`
-    /// (SRV); needs the `dns` feature (default).
-    pub dns: Option<String>,
-    /// An etcd registry; needs the `etcd` feature.
-    pub etcd: Option<EtcdSource>,
-    /// When no endpoint is available, wait up to this long (within the
-    /// call's deadline) for one; default: fail at once.
-    #[serde(default, with = "opt_duration")]
-    pub wait_for_endpoints: Option<Duration>,
-}
-
-fn default_strategy() -> String {
-    "p2c-ewma".into()
-}
-
-/// Where a secret comes from.
-#[derive(Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
-pub enum KeySource {
-    /// An environment variable holding the secret text.
-    Env(String),
-    /// The secret itself (UTF-8).
-    Text(String),
-    /// The secret, base64-encoded.
-    Base64(String),
-    /// A file holding the secret bytes.
-    File(String),
-}
-
-impl std::fmt::Debug for KeySource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print a secret.
-        match self {
-            KeySource::Env(v) => write!(f, "Env({v:?})"),
-            KeySource::Text(_) => f.write_str("Text(..)"),
-            KeySource::Base64(_) => f.write_str("Base64(..)"),
-            KeySource::File(p) => write!(f, "File({p:?})"),
-        }
-    }
-}
-
-impl KeySource {
-    /// The secret's bytes.
-    pub fn load(&self) -> Result<Vec<u8>, Error> {
-        use base64::Engine as _;
-        let cfg = |m: String| Error::new(ErrorKind::Config, m);
-        match self {
-            KeySource::Env(var) => std::env::var(var)
-                .map(String::into_bytes)
-                .map_err(|_| cfg(format!("[sign] key: environment variable {var} is not set"))),
-            KeySource::Text(t) => Ok(t.clone().into_bytes()),
-            KeySource::Base64(b) => base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .map_err(|_| cfg("[sign] key: the base64 value is not valid base64".into())),
-            KeySource::File(p) => {
-                std::fs::read(p).map_err(|e| cfg(format!("[sign] key: cannot read {p}: {e}")))
-            }
-        }
-    }
-}
-
-/// `[sign]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SignSection {
-    /// rfc9421 (default) | legacy.
-    #[serde(default = "default_profile")]
-    pub profile: String,
-    /// The key id (rfc9421).
-    pub key_id: Option<String>,
-    /// The secret.
-    pub key: KeySource,
-    /// The service id (legacy).
-    pub service_id: Option<String>,
-}
-
-fn default_profile() -> String {
-    "rfc9421".into()
-}
-
-/// `[metrics]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSection {
-    /// Also record each attempt (default true).
-    pub per_attempt: bool,
-    /// otel (default) | aio-request.
-    pub naming: String,
-}
-
-impl Default for MetricsSection {
-    fn default() -> Self {
-        MetricsSection {
-            per_attempt: yes(),
-            naming: "otel".into(),
-        }
-    }
-}
-
-fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let n = u32::deserialize(d)?;
-    if n == 0 {
-        return Err(serde::de::Error::custom("must be at least 1"));
-    }
-    Ok(n)
-}
-
-fn ratio<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    let r = f64::deserialize(d)?;
-    if !(0.0..=1.0).contains(&r) {
-        return Err(serde::de::Error::custom(format!(
-            "must be a ratio between 0 and 1, got {r}"
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "larger than {limit} bytes; is it the right file?"
         )));
     }
-    Ok(r)
+    Ok(text)
 }
 
-use sinew_core::config::{durations, opt_duration};
+/// The field names a derived `Deserialize` asks for: serde hands them to
+/// `deserialize_struct`, so a recording deserializer reads them off.
+fn section_names_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Recorder(Option<&'static [&'static str]>);
+    impl<'de> Deserializer<'de> for &mut Recorder {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("recording only"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(serde::de::Error::custom("recording only"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut r = Recorder(None);
+    let _ = T::deserialize(&mut r);
+    r.0.unwrap_or(&[])
+}
 
-/// serde helpers for durations written like `250ms` or `2s` (shared with
-/// every sinew crate).
-pub use sinew_core::config::duration;
+/// The client's own deadline for every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallTimeout {
+    /// Each call must finish within this long.
+    After(Duration),
+    /// No deadline of the client's own (per-request and inherited ones
+    /// still apply). Written `"off"`.
+    Off,
+}
+
+impl Default for CallTimeout {
+    fn default() -> Self {
+        CallTimeout::After(DEFAULT_TIMEOUT)
+    }
+}
+
+impl CallTimeout {
+    /// The duration, when on.
+    pub fn duration(&self) -> Option<Duration> {
+        match self {
+            CallTimeout::After(d) => Some(*d),
+            CallTimeout::Off => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CallTimeout {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<str>::deserialize(d)?;
+        if s.trim().eq_ignore_ascii_case("off") {
+            return Ok(CallTimeout::Off);
+        }
+        match sinew_core::config::duration::parse(&s) {
+            Ok(d) if d.is_zero() => Err(serde::de::Error::custom(
+                "a zero timeout fails every call; write \"off\" for no timeout",
+            )),
+            Ok(d) => Ok(CallTimeout::After(d)),
+            Err(e) => Err(serde::de::Error::custom(format!("{e}, or \"off\""))),
+        }
+    }
+}
+
+/// `[sign]`: the signing key and sinew-sign's
+/// [`SignConfig`](sinew_sign::SignConfig) (`profile`, `key_id`,
+/// `components`, `label`, `tag`, `expires_in`, `nonce`, `alg`, `scheme`,
+/// `body_limit`).
+///
+/// ```toml
+/// [sign]
+/// profile = "rfc9421"        # or "legacy" (key_id is then the X-Service-ID)
+/// key_id = "orders"
+/// key = { env = "ORDERS_SIGNING_KEY" }
+/// ```
+#[cfg(feature = "sign")]
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignSection {
+    /// The shared secret.
+    pub key: Secret,
+    /// How to sign.
+    pub config: sinew_sign::SignConfig,
+}
+
+#[cfg(feature = "sign")]
+impl SignSection {
+    /// The signing layer this section describes.
+    pub fn layer(&self) -> Result<sinew_sign::HmacSignLayer, Error> {
+        let cfg = |m: String| Error::new(ErrorKind::Config, format!("[sign] {m}"));
+        if self.config.key_id.is_empty() {
+            return Err(cfg(
+                "key_id: set the key id (the service id for the legacy profile)".into(),
+            ));
+        }
+        let bytes = self.key.load().map_err(|e| cfg(format!("key: {e}")))?;
+        let key = sinew_sign::SecretKey::from_bytes(bytes).map_err(|e| cfg(format!("key: {e}")))?;
+        let signer =
+            sinew_sign::Signer::new(self.config.clone(), key).map_err(|e| cfg(e.to_string()))?;
+        Ok(sinew_sign::HmacSignLayer::new(signer))
+    }
+}
+
+#[cfg(feature = "sign")]
+impl<'de> Deserialize<'de> for SignSection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SignSection;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a [sign] table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SignSection, A::Error> {
+                let mut key = None;
+                let config = sinew_core::config::split_map(map, &["key"], |_, m| {
+                    key = Some(m.next_value::<Secret>()?);
+                    Ok(())
+                })?;
+                let key = key.ok_or_else(|| {
+                    serde::de::Error::custom(
+                        "missing field `key`: write key = { env = \"VAR\" } (or file, base64, text)",
+                    )
+                })?;
+                Ok(SignSection { key, config })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `[auth]`: log in for a bearer token, cache it, refresh it before it
+/// expires and once on a 401 (see [`crate::auth`]).
+///
+/// ```toml
+/// [auth]
+/// login_url = "http://auth.internal/token"
+/// username = "orders"
+/// password = { env = "ORDERS_PASSWORD" }   # POSTs {"username": ..., "password": ...}
+/// # or: credentials = { file = "/run/secrets/login.json" }   (the JSON body itself)
+/// refresh_before = "30s"
+/// default_ttl = "5m"                       # for tokens without expires_in
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Where to POST the credentials.
+    pub login_url: String,
+    /// The user name (with `password`).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password (with `username`).
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// The whole JSON body to POST, instead of `username` and `password`.
+    #[serde(default)]
+    pub credentials: Option<Secret>,
+    /// Refresh this long before the token expires (default 30 s).
+    #[serde(default, with = "sinew_core::config::opt_duration")]
+    pub refresh_before: Option<Duration>,
+    /// How long a token without `expires_in` lives (default: until a 401).
+    #[serde(default, with = "sinew_core::config::opt_duration")]
+    pub default_ttl: Option<Duration>,
+}
+
+impl AuthConfig {
+    /// The token-auth settings this section describes (reads the secrets).
+    pub fn token_auth(&self) -> Result<crate::auth::TokenAuthConfig, Error> {
+        let cfg = |m: String| Error::new(ErrorKind::Config, format!("[auth] {m}"));
+        let url: http::Uri = self
+            .login_url
+            .parse()
+            .ok()
+            .filter(|u: &http::Uri| u.scheme().is_some() && u.authority().is_some())
+            .ok_or_else(|| {
+                cfg(format!(
+                    "login_url: {:?} is not an absolute URL",
+                    self.login_url
+                ))
+            })?;
+        let credentials =
+            match (&self.username, &self.password, &self.credentials) {
+                (Some(user), Some(pass), None) => {
+                    let pass = pass.load().map_err(|e| cfg(format!("password: {e}")))?;
+                    let pass =
+                        String::from_utf8(pass).map_err(|_| cfg("password: not UTF-8".into()))?;
+                    serde_json::json!({ "username": user, "password": pass })
+                }
+                (None, None, Some(c)) => {
+                    let body = c.load().map_err(|e| cfg(format!("credentials: {e}")))?;
+                    serde_json::from_slice(&body)
+                        .map_err(|e| cfg(format!("credentials: not a JSON document ({e})")))?
+                }
+                _ => return Err(cfg(
+                    "write `username` and `password`, or `credentials` (the JSON body), not both"
+                        .into(),
+                )),
+            };
+        let mut auth = crate::auth::TokenAuthConfig::new(url, credentials);
+        if let Some(d) = self.refresh_before {
+            auth = auth.refresh_before(d);
+        }
+        if let Some(d) = self.default_ttl {
+            auth = auth.default_ttl(d);
+        }
+        Ok(auth)
+    }
+}
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
-
-    const FULL: &str = r#"
-base_url = "http://inventory.internal:8080"
-
-[pool]
-connect_timeout = "1s"
-idle_timeout = "90s"
-max_idle_per_host = 32
-http2 = false
-
-[deadline]
-timeout = "2s"
-min_remaining = "5ms"
-grpc_timeout = false
-
-[retry]
-max_attempts = 3
-backoff = "decorrelated"
-base_delay = "50ms"
-max_delay = "2s"
-methods = "idempotent"
-budget_ratio = 0.2
-budget_min_per_sec = 10
-max_retry_after = "10s"
-
-[hedge]
-delays = ["50ms", "100ms"]
-
-[breaker]
-policy = "consecutive"
-failure_threshold = 5
-minimum_calls = 10
-window = "10s"
-open_duration = "30s"
-half_open_probes = 1
-
-[balance]
-strategy = "p2c-ewma"
-endpoints = ["127.0.0.1:8001", { address = "127.0.0.1:8002", weight = 3 }]
-
-[sign]
-profile = "rfc9421"
-key_id = "orders"
-key = { env = "SINEW_KEY" }
-
-[metrics]
-per_attempt = true
-naming = "otel"
-"#;
-
-    #[test]
-    fn design_md_example_parses() {
-        let c = ClientConfig::from_toml(FULL, "client.toml").unwrap();
-        assert_eq!(
-            c.base_url.as_deref(),
-            Some("http://inventory.internal:8080")
-        );
-        assert_eq!(c.deadline.timeout, Some(Duration::from_secs(2)));
-        assert_eq!(c.retry.backoff, BackoffKind::Decorrelated);
-        assert_eq!(
-            c.hedge.unwrap().delays,
-            [Duration::from_millis(50), Duration::from_millis(100)]
-        );
-        let b = c.balance.unwrap();
-        assert_eq!(b.endpoints[1].address(), "127.0.0.1:8002");
-        assert_eq!(b.endpoints[1].weight(), 3.0);
-        assert_eq!(c.sign.unwrap().key, KeySource::Env("SINEW_KEY".into()));
-        assert_eq!(c.breaker.unwrap().failure_threshold, 5.0);
-    }
-
-    #[test]
-    fn defaults_when_empty() {
-        let c = ClientConfig::from_toml("", "x.toml").unwrap();
-        assert!(c.deadline.enabled && c.retry.enabled);
-        assert!(c.breaker.is_none() && c.sign.is_none() && c.balance.is_none());
-    }
 
     fn err(text: &str) -> String {
         ClientConfig::from_toml(text, "client.toml")
@@ -507,37 +388,79 @@ naming = "otel"
     }
 
     #[test]
+    fn the_layers_own_keys_are_accepted() {
+        // Keys the old copies of the layer configs refused.
+        let c = ClientConfig::from_toml(
+            r#"
+[retry]
+jitter = "equal"
+min_attempt_time = "10ms"
+budget_window = "30s"
+retry_circuit_open = false
+[hedge]
+percentile = 0.95
+"#,
+            "client.toml",
+        )
+        .unwrap();
+        let r = c.retry.get().unwrap();
+        assert_eq!(r.budget_window, Duration::from_secs(30));
+        assert_eq!(r.retry_circuit_open, Some(false));
+        assert_eq!(c.hedge.unwrap().percentile, Some(0.95));
+    }
+
+    #[test]
+    fn defaults_when_empty() {
+        let c = ClientConfig::from_toml("", "x.toml").unwrap();
+        assert!(c.deadline.is_on() && c.retry.is_on());
+        assert_eq!(c.timeout, None);
+        assert_eq!(CallTimeout::default(), CallTimeout::After(DEFAULT_TIMEOUT));
+        assert!(c.breaker.is_none() && c.sign.is_none() && c.balance.is_none());
+        let c = ClientConfig::from_toml(
+            "timeout = \"off\"\nretry = false\n[deadline]\nenabled = false\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.timeout, Some(CallTimeout::Off));
+        assert!(!c.retry.is_on() && !c.deadline.is_on());
+    }
+
+    #[test]
     fn errors_name_the_key_and_line() {
-        let e = err("base_url = \"x\"\n[retry]\nmax_attempts = 0\n");
-        assert!(
-            e.contains("client.toml") && e.contains("line 3") && e.contains("at least 1"),
-            "{e}"
-        );
+        let e = err("base_url = \"x\"\n[retry]\nmax_attempts = \"many\"\n");
+        assert!(e.contains("client.toml") && e.contains("line 3"), "{e}");
         let e = err("[deadline]\ntimeout = \"soon\"\n");
         assert!(
             e.contains("line 2") && e.contains("invalid duration"),
             "{e}"
         );
-        let e = err("[retry]\nbudget_ratio = 1.5\n");
-        assert!(e.contains("line 2") && e.contains("ratio"), "{e}");
-        let e = err("[breaker]\npolicy = \"sometimes\"\n");
+        let e = err("timeout = \"0s\"\n");
+        assert!(e.contains("line 1") && e.contains("\"off\""), "{e}");
+        let e = err("[breaker]\npolicies = [{ sometimes = 1 }]\n");
         assert!(e.contains("line 2") && e.contains("sometimes"), "{e}");
         let e = err("[pool]\nhttp3 = true\n");
         assert!(e.contains("line 2") && e.contains("http3"), "{e}");
         let e = err("[sign]\nkey = { env = \"X\" }\nkey_idd = \"a\"\n");
-        assert!(e.contains("key_idd"), "{e}");
+        assert!(e.contains("line 3") && e.contains("key_idd"), "{e}");
+        let e = err("[sign]\nkey_id = \"a\"\n");
+        assert!(e.contains("missing field `key`"), "{e}");
+        let e = err("[sign]\nkey_id = \"a\"\nkey = \"s3cret\"\n");
+        assert!(e.contains("line 3"), "{e}");
+        let e = err("[metrics]\nnaming = \"prom\"\n");
+        assert!(e.contains("line 2") && e.contains("prom"), "{e}");
+        let e = err("[balance]\nstrategy = \"fastest\"\n");
+        assert!(e.contains("line 2") && e.contains("fastest"), "{e}");
+        let e = err("[servers]\n");
+        assert!(e.contains("servers"), "{e}");
     }
 
     #[test]
-    fn key_sources_load_and_never_print() {
-        let k = KeySource::Text("s3cret".into());
-        assert_eq!(k.load().unwrap(), b"s3cret");
-        assert!(!format!("{k:?}").contains("s3cret"));
-        let k = KeySource::Base64("c2VjcmV0".into());
-        assert_eq!(k.load().unwrap(), b"secret");
-        assert!(KeySource::Base64("***".into()).load().is_err());
-        assert!(KeySource::Env("SINEW_TEST_SURELY_UNSET_VAR".into())
-            .load()
-            .is_err());
+    fn section_names_come_from_the_schema() {
+        let names = ClientConfig::section_names();
+        for s in [
+            "base_url", "timeout", "pool", "tls", "retry", "sign", "server", "auth",
+        ] {
+            assert!(names.contains(&s), "{s} in {names:?}");
+        }
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use http::StatusCode;
 use sinew_core::classify::{failure_kind_of, FailureKind};
-use sinew_core::BoxError;
+use sinew_core::{BoxError, Classifier};
 
 /// What went wrong, for callers to match on.
 ///
@@ -35,7 +35,8 @@ pub enum ErrorKind {
     Unavailable,
     /// A status the call did not expect (1xx, or a 3xx that was not followed).
     UnexpectedStatus,
-    /// The call's deadline (or a timeout) passed.
+    /// The call's deadline (or a timeout) passed, or the server answered
+    /// 408 Request Timeout (retryable).
     Timeout,
     /// A circuit breaker refused the call without sending it.
     CircuitOpen,
@@ -65,17 +66,22 @@ impl ErrorKind {
             401 => ErrorKind::Unauthorized,
             403 => ErrorKind::Forbidden,
             404 => ErrorKind::NotFound,
+            408 => ErrorKind::Timeout,
             409 => ErrorKind::Conflict,
             422 => ErrorKind::Unprocessable,
             429 => ErrorKind::RateLimited,
-            402 | 405..=408 | 410..=421 | 423..=428 | 430..=499 => ErrorKind::ClientError,
+            402 | 405..=407 | 410..=421 | 423..=428 | 430..=499 => ErrorKind::ClientError,
             500..=599 => ErrorKind::Unavailable,
             _ => ErrorKind::UnexpectedStatus,
         }
     }
 
-    /// Whether a call failing this way is worth trying again later
-    /// (PyFly's "retryable" classes plus transport-level failures).
+    /// Whether a call failing this way is worth trying again later: the
+    /// kinds of the failures the default [`Classifier`] counts (5xx, 408,
+    /// 429, transport errors, timeouts), plus a refusal by a breaker or for
+    /// lack of endpoints. For one error, [`Error::is_retryable`] is exact:
+    /// it asks the client's classifier, which also honours
+    /// `X-Do-Not-Retry`.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -128,6 +134,8 @@ pub struct Error {
     message: Option<String>,
     body: Option<bytes::Bytes>,
     source: Option<BoxError>,
+    /// The classifier's verdict on the response, for status errors.
+    retryable: Option<bool>,
 }
 
 impl Error {
@@ -139,18 +147,36 @@ impl Error {
             message: Some(message.into()),
             body: None,
             source: None,
+            retryable: None,
         }
     }
 
     /// An error for a non-success response; the message is the JSON body's
-    /// `message` field (or `detail`, `error`, `title`) when present.
+    /// `message` field (or `detail`, `error`, `title`) when present. Whether
+    /// it is retryable is the default classifier's verdict on the status.
     pub fn from_response(status: StatusCode, body: bytes::Bytes) -> Self {
+        let (mut head, ()) = http::Response::new(()).into_parts();
+        head.status = status;
+        Self::from_response_parts(&head, body, &Classifier::default())
+    }
+
+    /// An error for a non-success response, retryable when `classifier`
+    /// counts the response a failure (its status, and `X-Do-Not-Retry`).
+    pub fn from_response_parts(
+        head: &http::response::Parts,
+        body: bytes::Bytes,
+        classifier: &Classifier,
+    ) -> Self {
+        let retryable = classifier
+            .classify_parts(head.status, &head.headers)
+            .is_failure();
         Error {
-            kind: ErrorKind::from_status(status),
-            status: Some(status),
+            kind: ErrorKind::from_status(head.status),
+            status: Some(head.status),
             message: message_from_body(&body),
             body: Some(body),
             source: None,
+            retryable: Some(retryable),
         }
     }
 
@@ -163,6 +189,7 @@ impl Error {
             message: None,
             body: None,
             source: Some(err),
+            retryable: None,
         }
     }
 
@@ -174,6 +201,7 @@ impl Error {
             message: None,
             body: None,
             source: Some(err.into()),
+            retryable: None,
         }
     }
 
@@ -198,9 +226,12 @@ impl Error {
         self.body.as_ref()
     }
 
-    /// Whether trying again later may succeed.
+    /// Whether trying again later may succeed: for a response, whether the
+    /// client's classifier counts it a failure (so `X-Do-Not-Retry: 1` makes
+    /// a 503 not retryable); otherwise the kind's
+    /// [`ErrorKind::is_retryable`].
     pub fn is_retryable(&self) -> bool {
-        self.kind.is_retryable()
+        self.retryable.unwrap_or_else(|| self.kind.is_retryable())
     }
 }
 
@@ -251,15 +282,43 @@ impl fmt::Debug for Error {
 }
 
 impl fmt::Display for Error {
+    /// `kind: status: message`, or `kind: message`, or `kind: cause: its
+    /// cause: ...` (the whole chain of sources, each once, so a refused
+    /// connection reads `transport: cannot connect to 127.0.0.1:5555:
+    /// client error (Connect): tcp connect error: Connection refused`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.status, &self.message, &self.source) {
             (Some(s), Some(m), _) => write!(f, "{}: {s}: {m}", self.kind),
             (Some(s), None, _) => write!(f, "{}: {s}", self.kind),
             (None, Some(m), _) => write!(f, "{}: {m}", self.kind),
-            (None, None, Some(src)) => write!(f, "{}: {src}", self.kind),
+            (None, None, Some(src)) => {
+                write!(f, "{}", self.kind)?;
+                write_chain(f, &**src)
+            }
             (None, None, None) => write!(f, "{}", self.kind),
         }
     }
+}
+
+/// `: a: b: c` for an error and its sources, skipping a message already
+/// contained in the one before (wrappers that repeat their cause).
+fn write_chain(f: &mut fmt::Formatter<'_>, err: &(dyn std::error::Error + 'static)) -> fmt::Result {
+    let mut previous = String::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut depth = 0;
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !previous.contains(&text) {
+            write!(f, ": {text}")?;
+        }
+        previous = text;
+        current = e.source();
+        depth += 1;
+        if depth == 16 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 impl std::error::Error for Error {

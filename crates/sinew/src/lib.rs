@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+mod builder;
 mod client;
 pub mod config;
 mod error;
@@ -33,16 +34,21 @@ pub mod interceptor;
 pub mod observe;
 mod request;
 mod response;
+#[cfg(feature = "server")]
+pub mod server;
+pub mod stack;
 mod transport;
 
 pub use async_trait::async_trait;
-pub use client::{Client, ClientBuilder, HookError, ResBody, Stack, DEFAULT_RESPONSE_BUFFER};
+pub use builder::{ClientBuilder, DEFAULT_RESPONSE_BUFFER};
+pub use client::{Client, HookError};
 pub use error::{Error, ErrorKind};
 pub use interceptor::Interceptor;
-pub use request::{encode_path_param, Idempotent, RequestBuilder};
+pub use request::{encode_path_param, RequestBuilder};
 pub use response::Response;
-pub use sinew_core::{Body, CallContext, Priority};
-pub use transport::{PoolConfig, TlsRoots};
+pub use sinew_core::{Body, CallContext, Classifier, Priority};
+pub use stack::{ResBody, Stack};
+pub use transport::{PoolConfig, TlsConfig};
 
 #[cfg(feature = "balance")]
 pub use sinew_balance as balance;

@@ -29,10 +29,6 @@ pub fn encode_path_param(value: &str) -> String {
     utf8_percent_encode(value, SEGMENT).to_string()
 }
 
-/// Marks a request as safe to retry even though its method is not idempotent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Idempotent;
-
 /// A call being built: `client.get("/users/{id}").param("id", 7).send()`.
 #[must_use = "a request does nothing until it is sent"]
 #[derive(Debug)]
@@ -168,8 +164,9 @@ impl RequestBuilder {
         self
     }
 
-    /// Mark the call safe to retry even if its method is not idempotent
-    /// (e.g. a POST the server deduplicates).
+    /// Mark the call safe to retry and hedge even if its method is not
+    /// idempotent (e.g. a POST the server deduplicates): inserts
+    /// `sinew_retry::Retryable`, the marker the retry and hedge layers read.
     pub fn idempotent(mut self) -> Self {
         self.idempotent = true;
         self
@@ -204,9 +201,9 @@ impl RequestBuilder {
         if let Some(p) = self.priority {
             req.extensions_mut().insert(p);
         }
+        #[cfg(feature = "retry")]
         if self.idempotent {
-            req.extensions_mut().insert(Idempotent);
-            #[cfg(feature = "retry")]
+            // The one marker: sinew-retry's, read by retries and hedging.
             req.extensions_mut().insert(sinew_retry::Retryable);
         }
         Ok((self.client, req))
@@ -258,12 +255,43 @@ fn fill_template(template: &str, params: &[(String, String)]) -> Result<String, 
     Ok(out)
 }
 
+/// Why a URI cannot be called: not http(s), no host, a port out of range.
+pub(crate) fn check_target(uri: &Uri) -> Result<(), String> {
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        Some(other) => {
+            return Err(format!(
+                "the scheme {other}:// is not supported (sinew speaks http:// and https://)"
+            ))
+        }
+        None => return Err("not an absolute URL (write http://host:port/path)".into()),
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("no host".into());
+    };
+    if authority.host().is_empty() {
+        return Err("no host".into());
+    }
+    // `Authority::port` is `None` for a port that is not a u16: read the
+    // text after the host.
+    let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+    if let Some(port) = host_port
+        .strip_prefix(authority.host())
+        .and_then(|tail| tail.strip_prefix(':'))
+    {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("the port {port} is not in 1..=65535"));
+        }
+    }
+    Ok(())
+}
+
 /// Join a base URI and a path (and query).
 pub(crate) fn join(base: Option<&Uri>, path: &str, query: &str) -> Result<Uri, Error> {
     let invalid = |e: &dyn std::fmt::Display| {
         Error::new(ErrorKind::InvalidRequest, format!("invalid URL: {e}"))
     };
-    let full = if path.starts_with("http://") || path.starts_with("https://") {
+    let full = if path.contains("://") {
         path.to_string()
     } else {
         let base = base.ok_or_else(|| {
@@ -289,7 +317,14 @@ pub(crate) fn join(base: Option<&Uri>, path: &str, query: &str) -> Result<Uri, E
     } else {
         format!("{full}?{query}")
     };
-    full.parse::<Uri>().map_err(|e| invalid(&e))
+    let uri = full.parse::<Uri>().map_err(|e| invalid(&e))?;
+    check_target(&uri).map_err(|m| {
+        Error::new(
+            ErrorKind::InvalidRequest,
+            format!("invalid URL {full:?}: {m}"),
+        )
+    })?;
+    Ok(uri)
 }
 
 #[cfg(test)]
@@ -323,5 +358,15 @@ mod tests {
             "http://other/x"
         );
         assert!(join(None, "/x", "").is_err());
+        let e = join(None, "http://127.0.0.1:99999/x", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port 99999"), "{e}");
+        let e = join(None, "ftp://host/x", "").unwrap_err().to_string();
+        assert!(e.contains("ftp:// is not supported"), "{e}");
+        let e = join(None, "http://127.0.0.1:0/x", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port 0"), "{e}");
     }
 }

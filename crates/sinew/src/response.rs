@@ -5,7 +5,7 @@ use http::{HeaderMap, StatusCode, Version};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use crate::client::ResBody;
+use crate::stack::ResBody;
 use crate::{Error, ErrorKind};
 
 /// A response from a sinew call. The body is read on demand.

@@ -80,7 +80,7 @@ async fn a_client_configured_with_etcd_follows_registrations() {
         "client.toml",
     )
     .unwrap();
-    let client = sinew::ClientBuilder::from_config(&config)
+    let client = sinew::ClientBuilder::from_config(config)
         .unwrap()
         .build()
         .unwrap();

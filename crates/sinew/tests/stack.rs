@@ -267,7 +267,7 @@ async fn balance_from_the_config_file_spreads_and_retries_elsewhere() {
 
 fn from_toml(text: &str) -> Result<Client, sinew::Error> {
     let config = sinew::config::ClientConfig::from_toml(text, "client.toml")?;
-    sinew::ClientBuilder::from_config(&config)?.build()
+    sinew::ClientBuilder::from_config(config).build()
 }
 
 #[tokio::test]

@@ -78,6 +78,13 @@ impl Default for ServerMetricsLayer {
 }
 
 impl ServerMetricsLayer {
+    /// A layer from the `[server.metrics]` config section.
+    pub fn from_config(config: &crate::ServerMetricsConfig) -> Self {
+        Self::default()
+            .naming(config.naming)
+            .accept_trace(config.accept_trace)
+    }
+
     /// OpenTelemetry names, routes from `MatchedPath`, scheme `http`,
     /// inbound `traceparent` accepted.
     pub fn new() -> Self {
