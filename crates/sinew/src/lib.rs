@@ -48,7 +48,7 @@ pub use request::{encode_path_param, RequestBuilder};
 pub use response::Response;
 pub use sinew_core::{Body, CallContext, Classifier, Priority};
 pub use stack::{ResBody, Stack};
-pub use transport::{PoolConfig, TlsConfig};
+pub use transport::{PoolConfig, TlsConfig, TransportError};
 
 #[cfg(feature = "balance")]
 pub use sinew_balance as balance;

@@ -277,13 +277,57 @@ fn connector(
     Ok(builder.wrap_connector(http))
 }
 
-/// Send through the transport, boxing its error. The transport's own future
-/// is already boxed and owns what it needs, so the client is not cloned.
+/// Send through the transport; its error names the target and keeps the
+/// cause. The transport's own future is already boxed and owns what it
+/// needs, so the client is not cloned.
 pub(crate) fn send(
     transport: &Transport,
     req: Request<Body>,
 ) -> impl std::future::Future<Output = Result<Response<Incoming>, sinew_core::BoxError>> + Send + 'static
 {
+    let target = req.uri().authority().map(|a| a.as_str().to_owned());
     let fut = transport.request(req);
-    async move { fut.await.map_err(Into::into) }
+    async move {
+        fut.await.map_err(|source| {
+            Box::new(TransportError {
+                target: target.unwrap_or_default(),
+                source,
+            }) as sinew_core::BoxError
+        })
+    }
+}
+
+/// The transport failed: it could not connect to, or lost, `target`.
+#[derive(Debug)]
+pub struct TransportError {
+    target: String,
+    source: hyper_util::client::legacy::Error,
+}
+
+impl TransportError {
+    /// The `host:port` the request went to.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Whether the connection could not be made (nothing was sent).
+    pub fn is_connect(&self) -> bool {
+        self.source.is_connect()
+    }
+}
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.source.is_connect() {
+            write!(f, "cannot connect to {}", self.target)
+        } else {
+            write!(f, "the exchange with {} failed", self.target)
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }
