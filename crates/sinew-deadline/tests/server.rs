@@ -287,8 +287,10 @@ async fn expired_or_too_close_is_408_without_the_handler() {
     );
     // The minimum is configurable.
     let strict = ServerDeadlineLayer::new().min_remaining(Duration::from_millis(100));
-    let (status, _, _) = call(&strict, &[("x-request-timeout", "0.1")]).await;
+    let (status, _, body) = call(&strict, &[("x-request-timeout", "0.1")]).await;
     assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["reason"], "deadline_expired", "{body}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -356,6 +358,9 @@ async fn cancel_at_deadline_answers_504_and_drops_the_handler() {
     assert_eq!(start.elapsed(), Duration::from_millis(500));
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(res.headers()["x-do-not-retry"], "1");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["reason"], "deadline_exceeded");
     assert!(rx.await.is_err(), "the handler was dropped");
 }
 

@@ -92,6 +92,7 @@ async fn low_is_refused_first_then_normal_and_high_uses_the_reserve() {
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(doc["status"], 503);
     assert_eq!(doc["priority"], "low");
+    assert_eq!(doc["reason"], "overloaded");
     // Normal still gets in, up to its cap.
     admit(Priority::Normal, 3);
     tokio::task::yield_now().await;

@@ -83,6 +83,7 @@ where
                     let mut res: Response<ResponseBody<B>> =
                         Problem::new(StatusCode::GATEWAY_TIMEOUT, "deadline exceeded")
                             .detail("the handler did not finish before the caller's deadline")
+                            .with("reason", "deadline_exceeded")
                             .into_response();
                     res.headers_mut()
                         .insert(X_DO_NOT_RETRY, HeaderValue::from_static("1"));

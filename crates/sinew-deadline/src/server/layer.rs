@@ -38,17 +38,19 @@ use crate::parse::{self, ParseErrorKind};
 ///   non-finite deadline (title `invalid deadline header`, `reason` what is
 ///   wrong: `malformed`, `negative`, …) or an unknown priority (title
 ///   `invalid priority header`, `reason` `invalid_priority`);
-/// * `408` problem+json with `X-Do-Not-Retry: 1` when the deadline has
-///   passed or leaves `min_remaining` (5 ms) or less.
+/// * `408` problem+json (`reason` `deadline_expired`) with
+///   `X-Do-Not-Retry: 1` when the deadline has passed or leaves
+///   `min_remaining` (5 ms) or less.
 ///
 /// Otherwise the [`CallContext`] (merged into one an outer layer may have
 /// stored, e.g. with a trace parent; an earlier deadline there is kept) is
 /// put in the request extensions and made ambient around the handler with
 /// [`CallContext::scope`], so clients called by the handler inherit it. With
 /// [`cancel_at_deadline`](Self::cancel_at_deadline) the handler is dropped at
-/// the deadline and the caller gets `504` (with `X-Do-Not-Retry: 1`: its
-/// deadline is gone, a retry cannot help). Cancelling covers the handler
-/// until it returns the response head, not a body it streams afterwards.
+/// the deadline and the caller gets `504` (`reason` `deadline_exceeded`,
+/// with `X-Do-Not-Retry: 1`: its deadline is gone, a retry cannot help).
+/// Cancelling covers the handler until it returns the response head, not a
+/// body it streams afterwards.
 #[derive(Debug, Clone)]
 pub struct ServerDeadlineLayer {
     config: ServerDeadlineConfig,
@@ -295,6 +297,7 @@ where
                             left.as_millis(),
                             cfg.min_remaining.as_millis()
                         ))
+                        .with("reason", "deadline_expired")
                         .into_response();
                 res.headers_mut()
                     .insert(X_DO_NOT_RETRY, HeaderValue::from_static("1"));

@@ -20,9 +20,9 @@ use crate::config::ShedConfig;
 /// slots), then `normal` (all but `high_reserve`); `high` may use every slot.
 /// Unset reserves follow the limit and order the priorities at every limit
 /// from 2 ([automatic reserves](crate::ShedConfig#automatic-reserves)).
-/// Refusals are `503` problem+json with `Retry-After` and without
-/// `X-Do-Not-Retry`, so a caller may retry elsewhere; each is counted in
-/// `sinew_shed_requests_total{priority}`.
+/// Refusals are `503` problem+json (`reason` `overloaded`) with
+/// `Retry-After` and without `X-Do-Not-Retry`, so a caller may retry
+/// elsewhere; each is counted in `sinew_shed_requests_total{priority}`.
 ///
 /// With a queue (`queue_size > 0`), a request that finds no slot waits for
 /// one, but only while its deadline allows (deadline − `min_remaining`, at
@@ -149,6 +149,7 @@ pub(crate) fn refusal<B>(
                 "the server is at its concurrency limit for {priority} priority requests"
             ))
             .with("priority", priority.as_str())
+            .with("reason", "overloaded")
             .into_response();
     let value = HeaderValue::from(secs.max(1));
     res.headers_mut().insert(http::header::RETRY_AFTER, value);
