@@ -54,11 +54,22 @@
 //!     "metadata": {}}`; read, then watched from the next revision; after a
 //!     lost connection or a compacted revision it reads again and sends the
 //!     difference. Records that do not parse are skipped and reported.
+//!   - [`NacosDiscovery`] (feature `nacos`, default; see [`nacos`]): the
+//!     healthy, enabled instances of a Nacos service (namespace, group,
+//!     optional cluster) with their weights and metadata, polled every
+//!     500 ms over Nacos's HTTP open API (instances that Nacos 2.x clients
+//!     register over gRPC included); the last good set stays while the
+//!     server cannot be reached; username/password login with the token
+//!     renewed. Configured by a [`NacosConfig`] (serde).
 //! * Registration ([`Registration`], feature `etcd`): puts this instance
 //!   under `/sinew/services/<service>/<instance-id>` with a lease kept
 //!   alive in the background (re-registered if the lease is lost); the key
 //!   is revoked on [`Registration::deregister`] or drop, and if the process
 //!   dies the lease runs out and the instance disappears.
+//!   [`NacosRegistration`] (feature `nacos`) does the same in Nacos: an
+//!   ephemeral instance kept alive by heartbeats, removed by
+//!   [`NacosRegistration::deregister`] (call it on SIGTERM) or drop, and
+//!   dropped by the server after its heartbeat timeout if the process dies.
 //! * Outlier ejection ([`Ejection`]): after N consecutive failures (the
 //!   shared classifier) an endpoint is ejected for `base × k` (k-th
 //!   ejection, capped); at most `max_ejected` of the endpoints at once; it
@@ -112,6 +123,8 @@ mod endpoints;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod layer;
+#[cfg(feature = "nacos")]
+pub mod nacos;
 pub mod source;
 
 #[cfg(feature = "serde")]
@@ -124,4 +137,6 @@ pub use etcd::{EtcdDiscovery, Registration};
 pub use layer::{
     BalanceConfig, Ejection, InvalidEndpoint, LoadBalance, LoadBalanceLayer, ResponseFuture,
 };
+#[cfg(feature = "nacos")]
+pub use nacos::{NacosConfig, NacosDiscovery, NacosError, NacosRegistration};
 pub use source::SourceError;

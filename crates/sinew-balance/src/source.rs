@@ -2,7 +2,10 @@
 //! set of endpoints to the changes that lead there, and the channel-backed
 //! stream they hand to [`LoadBalanceLayer::discover`](crate::LoadBalanceLayer::discover).
 // Without a source feature only the error type is used.
-#![cfg_attr(not(any(feature = "dns", feature = "etcd")), allow(dead_code))]
+#![cfg_attr(
+    not(any(feature = "dns", feature = "etcd", feature = "nacos")),
+    allow(dead_code)
+)]
 
 use std::collections::BTreeMap;
 
