@@ -25,5 +25,15 @@ fi
 if command -v systemctl >/dev/null 2>&1; then systemctl stop etcd >/dev/null 2>&1 || true; fi
 pkill -x etcd >/dev/null 2>&1 || true
 
+# rnacos, a Nacos-compatible server from crates.io: sinew-balance's Nacos
+# tests start their own on free ports. Not packaged by Debian, so built here
+# (once: 961 s of CPU, 24.5 min measured on 2 shared cores); as root into
+# /usr/local/bin, else into ~/.cargo/bin.
+if ! command -v rnacos >/dev/null 2>&1; then
+  echo "scripts/setup.sh: building rnacos (cargo install rnacos --locked; takes minutes)" >&2
+  if [ "$(id -u)" = 0 ]; then root=(--root /usr/local); else root=(); fi
+  cargo install rnacos --version 0.8.8 --locked "${root[@]}"
+fi
+
 # PostgreSQL and RabbitMQ (sinew-events' tests): start them when they are down.
 scripts/services.sh
