@@ -352,3 +352,68 @@ async fn a_registration_the_server_forgot_is_made_again() {
         "heartbeats after deregister"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn polls_every_refresh_and_backs_off_while_the_server_fails_keeping_the_set() {
+    // Answers the list for the first 3 calls, fails the next 7 (HTTP 503),
+    // then answers again; records when each call came (tokio's clock).
+    let times = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let t = times.clone();
+    let app = Router::new().route(
+        "/nacos/v1/ns/instance/list",
+        get(move || {
+            let t = t.clone();
+            async move {
+                let n = {
+                    let mut t = t.lock().unwrap();
+                    t.push(Instant::now());
+                    t.len()
+                };
+                if (4..=10).contains(&n) {
+                    (StatusCode::SERVICE_UNAVAILABLE, "down".to_string())
+                } else {
+                    (StatusCode::OK, hosts(1))
+                }
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let mut stream = Box::pin(
+        NacosDiscovery::new(&NacosConfig::new(&addr, "s"))
+            .unwrap()
+            .refresh(Duration::from_millis(500))
+            .max_backoff(Duration::from_secs(4))
+            .into_stream(),
+    );
+    let t0 = Instant::now();
+    let mut changes = 0;
+    let mut errors = Vec::new();
+    while times.lock().unwrap().len() < 12 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            times.lock().unwrap()
+        );
+        match tokio::time::timeout(Duration::from_millis(100), stream.next()).await {
+            Ok(Some(Ok(_))) => changes += 1,
+            Ok(Some(Err(e))) => errors.push(e.to_string()),
+            Ok(None) => panic!("the stream ended"),
+            Err(_) => {}
+        }
+    }
+    // One insert; the failures change nothing, each is reported.
+    assert_eq!(changes, 1);
+    assert_eq!(errors.len(), 7, "{errors:?}");
+    assert!(errors[0].contains("HTTP 503: down"), "{errors:?}");
+    let gaps: Vec<u64> = times
+        .lock()
+        .unwrap()
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_millis() as u64)
+        .collect();
+    // 500 ms while it answers; after failures 500, 1000, 2000, 4000 (max).
+    assert_eq!(
+        gaps,
+        [500, 500, 500, 500, 1000, 2000, 4000, 4000, 4000, 4000, 500]
+    );
+}
