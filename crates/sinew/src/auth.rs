@@ -66,17 +66,37 @@ impl TokenAuthConfig {
 }
 
 /// The layer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TokenAuthLayer {
     config: Arc<TokenAuthConfig>,
+    login: Option<crate::Stack>,
+}
+
+impl std::fmt::Debug for TokenAuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthLayer")
+            .field("config", &self.config)
+            .field("own_login_service", &self.login.is_some())
+            .finish()
+    }
 }
 
 impl TokenAuthLayer {
-    /// A layer with its own token cache.
+    /// A layer with its own token cache; logins go through the service it
+    /// wraps.
     pub fn new(config: TokenAuthConfig) -> Self {
         TokenAuthLayer {
             config: Arc::new(config),
+            login: None,
         }
+    }
+
+    /// Send logins through `service` instead of the service this layer
+    /// wraps (the sinew client sends them straight to the transport, so a
+    /// balancer below never rewrites the login URL).
+    pub fn login_via(mut self, service: crate::Stack) -> Self {
+        self.login = Some(service);
+        self
     }
 }
 
@@ -86,6 +106,7 @@ impl<S> Layer<S> for TokenAuthLayer {
         TokenAuth {
             inner,
             config: self.config.clone(),
+            login: self.login.clone(),
             token: Arc::new(Mutex::new(None)),
         }
     }
@@ -102,6 +123,7 @@ struct Token {
 pub struct TokenAuth<S> {
     inner: S,
     config: Arc<TokenAuthConfig>,
+    login: Option<crate::Stack>,
     token: Arc<Mutex<Option<Token>>>,
 }
 
@@ -157,14 +179,19 @@ where
         *req.uri_mut() = self.config.login_url.clone();
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let resp = self.inner.clone().oneshot(req).await?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(Into::into)?
-            .to_bytes();
+        let (status, bytes) = match &self.login {
+            Some(login) => {
+                let resp = login.clone().oneshot(req).await?;
+                let status = resp.status();
+                (status, resp.into_body().collect().await?.to_bytes())
+            }
+            None => {
+                let resp = self.inner.clone().oneshot(req).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await.map_err(Into::into)?;
+                (status, body.to_bytes())
+            }
+        };
         if !status.is_success() {
             return Err(Box::new(LoginFailed(format!(
                 "the login URL answered {status}"

@@ -164,7 +164,7 @@ fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
 
 /// The field names a derived `Deserialize` asks for: serde hands them to
 /// `deserialize_struct`, so a recording deserializer reads them off.
-fn section_names_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+pub(crate) fn section_names_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
     struct Recorder(Option<&'static [&'static str]>);
     impl<'de> Deserializer<'de> for &mut Recorder {
         type Error = serde::de::value::Error;

@@ -121,6 +121,13 @@ pub struct KeyEntry {
     pub key: Secret,
 }
 
+impl ServerConfig {
+    /// The names of the section's parts, as the schema declares them.
+    pub fn section_names() -> &'static [&'static str] {
+        crate::config::section_names_of::<ServerConfig>()
+    }
+}
+
 impl<'de> Deserialize<'de> for VerifySection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

@@ -151,6 +151,13 @@ impl Layers {
             + 'static,
         S::Future: Send + 'static,
     {
+        // Logins go straight to the transport (within the client's timeout):
+        // no balancer rewrites the login URL, no signature is added.
+        let login = self.auth.as_ref().map(|_| {
+            let t = option_layer(self.timeout.map(tower::timeout::TimeoutLayer::new))
+                .layer(attempt.clone());
+            BoxCloneSyncService::new(t)
+        });
         // 13: the transport, and the attempt hook nearest the wire.
         let s = option_layer(
             self.on_attempt
@@ -221,7 +228,11 @@ impl Layers {
         #[cfg(feature = "metrics")]
         let s = option_layer(self.metrics.as_ref().map(|m| m.0.clone())).layer(s);
         // 1: token auth.
-        let s = option_layer(self.auth.clone()).layer(s);
+        let auth = match (self.auth.clone(), login) {
+            (Some(a), Some(login)) => Some(a.login_via(login)),
+            (a, _) => a,
+        };
+        let s = option_layer(auth).layer(s);
         BoxCloneSyncService::new(s)
     }
 
