@@ -45,6 +45,10 @@ pub const DEFAULT_MAX_INSTANCES: usize = 10_000;
 ///   that is not an instance list, the last good set stays and the error
 ///   is reported ([`SourceError::Unreachable`]); it asks again after
 ///   `refresh`, doubling up to [`max_backoff`](NacosDiscovery::max_backoff).
+/// * Health is the server's word: when no instance of a service is healthy,
+///   Nacos's protection threshold lists them all as healthy (rnacos does
+///   the same), so a crashed last instance stays listed until the server
+///   deletes it (30 s in Nacos); outlier ejection covers that window.
 /// * A service with no (healthy) instances, or a namespace that does not
 ///   exist, is an empty set: the balancer then fails calls with
 ///   [`NoEndpoints`](sinew_core::NoEndpoints) (or waits for one, within the

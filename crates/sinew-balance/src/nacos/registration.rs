@@ -33,7 +33,9 @@ pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 ///   still be running for the request to go out).
 /// * If the process dies, the heartbeats stop: the server marks the
 ///   instance unhealthy (no longer discovered) after its heartbeat timeout
-///   (15 s in Nacos) and deletes it later (30 s).
+///   (15 s in Nacos) and deletes it later (30 s). If it was the last
+///   healthy instance, Nacos's protection threshold keeps listing it until
+///   it is deleted.
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
