@@ -115,12 +115,29 @@ pub(crate) struct VerifyArgs {
     scheme: String,
 }
 
+/// The most `sinew sign` and `sinew verify` read from stdin: a request
+/// head of up to 64 KiB and a body up to the 1 MiB the signer and the
+/// verifier accept by default.
+const MAX_INPUT: u64 = 1024 * 1024 + 64 * 1024;
+
 fn read_stdin() -> Result<RawRequest, String> {
-    let mut input = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut input)
+    read_request(std::io::stdin().lock(), MAX_INPUT)
+}
+
+/// Read one raw request of at most `max` bytes: a larger input is refused
+/// after reading `max + 1` bytes, never buffered whole.
+fn read_request(input: impl Read, max: u64) -> Result<RawRequest, String> {
+    let mut buf = Vec::new();
+    input
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
         .map_err(|e| format!("cannot read stdin: {e}"))?;
-    RawRequest::parse(&input).map_err(|e| e.to_string())
+    if buf.len() as u64 > max {
+        return Err(format!(
+            "the request on stdin exceeds {max} bytes (a head of up to 64 KiB and a body of up to 1 MiB)"
+        ));
+    }
+    RawRequest::parse(&buf).map_err(|e| e.to_string())
 }
 
 fn sign_inner(args: SignArgs) -> Result<Vec<u8>, String> {
@@ -268,5 +285,22 @@ pub(crate) fn verify(args: VerifyArgs) -> ExitCode {
             eprintln!("invalid: {}: {}", rejection.reason(), rejection.detail());
             ExitCode::from(EXIT_INVALID)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_is_read_up_to_the_cap() {
+        let req = b"GET /x HTTP/1.1\nHost: a\n\n".to_vec();
+        let max = req.len() as u64;
+        assert!(read_request(&req[..], max).is_ok());
+        let err = read_request(&req[..], max - 1).unwrap_err();
+        assert!(err.contains(&format!("exceeds {} bytes", max - 1)), "{err}");
+        // An endless input is cut at the cap.
+        let err = read_request(std::io::repeat(b'a'), 1000).unwrap_err();
+        assert!(err.contains("exceeds 1000 bytes"), "{err}");
     }
 }

@@ -181,6 +181,39 @@ fn verify_refuses_with_exit_1_and_a_reason() {
 }
 
 #[test]
+fn verify_caps_stdin_and_refuses_hostile_headers() {
+    let args = [
+        "verify",
+        "--key-id",
+        "orders",
+        "--key-text",
+        "s3cret",
+        "--now",
+        "1700000010",
+    ];
+    // More than a head and a 1 MiB body: refused without reading it all.
+    let mut huge = b"POST /x HTTP/1.1\nHost: a\n\n".to_vec();
+    huge.resize(3 * 1024 * 1024, b'x');
+    let out = sinew(&args, &huge);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceeds 1114112 bytes"), "{err}");
+    // The quadratic header: refused at once by the field limit.
+    let list: Vec<String> = (1..=45_000).map(|k| format!("\"{k:x}\"")).collect();
+    let req = format!(
+        "GET /x HTTP/1.1\nHost: a\nSignature-Input: sig1=({});created=1700000000;keyid=\"orders\"\nSignature: sig1=:AAAA:\n\n",
+        list.join(" ")
+    );
+    let out = sinew(&args, req.as_bytes());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("limit_exceeded") && err.contains("max_header_bytes"),
+        "{err}"
+    );
+}
+
+#[test]
 fn legacy_profile_both_ways() {
     let req = "GET /users/7?x=1 HTTP/1.1\nHost: users.internal\n\n";
     let out = sinew(
