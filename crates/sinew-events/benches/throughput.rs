@@ -17,12 +17,16 @@ use sinew_events::lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions, QueuePurgeOptions,
 };
-use sinew_events::lapin::types::FieldTable;
+use sinew_events::lapin::types::{FieldTable, ShortString};
 use sinew_events::lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use sinew_events::{
     handler_fn, wire, Binding, Consumer, ConsumerConfig, Database, NewEvent, Outbox, Relay,
     RelayConfig, Router, DEFAULT_AMQP_URL,
 };
+
+fn ss(s: &str) -> ShortString {
+    ShortString::from(s)
+}
 
 const N: usize = 5_000;
 const PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -32,9 +36,7 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn channel() -> (Connection, Channel) {
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current());
+    let props = ConnectionProperties::default();
     let conn = Connection::connect(DEFAULT_AMQP_URL, props).await.unwrap();
     let ch = conn.create_channel().await.unwrap();
     (conn, ch)
@@ -46,7 +48,7 @@ async fn sink(ch: &Channel) -> (String, String) {
     let exchange = unique("bench_x");
     let queue = unique("bench_q");
     ch.exchange_declare(
-        &exchange,
+        ss(&exchange),
         ExchangeKind::Topic,
         ExchangeDeclareOptions {
             durable: true,
@@ -57,16 +59,16 @@ async fn sink(ch: &Channel) -> (String, String) {
     .await
     .unwrap();
     ch.queue_declare(
-        &queue,
+        ss(&queue),
         QueueDeclareOptions::default(),
         FieldTable::default(),
     )
     .await
     .unwrap();
     ch.queue_bind(
-        &queue,
-        &exchange,
-        "#",
+        ss(&queue),
+        ss(&exchange),
+        "#".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
@@ -76,9 +78,11 @@ async fn sink(ch: &Channel) -> (String, String) {
 }
 
 async fn drop_sink(ch: &Channel, exchange: &str, queue: &str) {
-    let _ = ch.queue_delete(queue, QueueDeleteOptions::default()).await;
     let _ = ch
-        .exchange_delete(exchange, ExchangeDeleteOptions::default())
+        .queue_delete(ss(queue), QueueDeleteOptions::default())
+        .await;
+    let _ = ch
+        .exchange_delete(ss(exchange), ExchangeDeleteOptions::default())
         .await;
 }
 
@@ -136,7 +140,7 @@ async fn relay_run(
         let n = relay.drain().await.unwrap();
         total += start.elapsed();
         assert_eq!(n, N as u64);
-        ch.queue_purge(queue, QueuePurgeOptions::default())
+        ch.queue_purge(ss(queue), QueuePurgeOptions::default())
             .await
             .unwrap();
     }
@@ -193,8 +197,8 @@ fn relay(c: &mut Criterion) {
                     for body in &bodies {
                         confirms.push(
                             pch.basic_publish(
-                                &exchange,
-                                "update.base",
+                                ss(&exchange),
+                                "update.base".into(),
                                 BasicPublishOptions::default(),
                                 body,
                                 wire::properties("bench", None),
@@ -207,11 +211,11 @@ fn relay(c: &mut Criterion) {
                         assert!(c.await.unwrap().is_ack());
                     }
                     total += start.elapsed();
-                    ch.queue_purge(&queue, QueuePurgeOptions::default())
+                    ch.queue_purge(ss(&queue), QueuePurgeOptions::default())
                         .await
                         .unwrap();
                 }
-                let _ = c2.close(200, "bye").await;
+                let _ = c2.close(200, "bye".into()).await;
                 total
             }
         })
@@ -234,7 +238,7 @@ fn relay(c: &mut Criterion) {
     rt.block_on(async {
         pg.drop_table().await.unwrap();
         drop_sink(&ch, &exchange, &queue).await;
-        let _ = conn.close(200, "bye").await;
+        let _ = conn.close(200, "bye".into()).await;
     });
     let _ = std::fs::remove_file(&path);
 }
@@ -256,8 +260,8 @@ async fn fill_queue(ch: &Channel, exchange: &str) {
         .to_body();
         confirms.push(
             ch.basic_publish(
-                exchange,
-                "update.base",
+                ss(exchange),
+                "update.base".into(),
                 BasicPublishOptions::default(),
                 &body,
                 wire::properties("bench", None),
@@ -298,8 +302,8 @@ fn consumer(c: &mut Criterion) {
                     let start = Instant::now();
                     let mut stream = cch
                         .basic_consume(
-                            &queue,
-                            &unique("raw"),
+                            ss(&queue),
+                            ss(&unique("raw")),
                             BasicConsumeOptions::default(),
                             FieldTable::default(),
                         )
@@ -311,7 +315,7 @@ fn consumer(c: &mut Criterion) {
                         d.acker.ack(BasicAckOptions::default()).await.unwrap();
                     }
                     total += start.elapsed();
-                    let _ = c2.close(200, "bye").await;
+                    let _ = c2.close(200, "bye".into()).await;
                 }
                 total
             }
@@ -329,8 +333,8 @@ fn consumer(c: &mut Criterion) {
                     let start = Instant::now();
                     let mut stream = cch
                         .basic_consume(
-                            &queue,
-                            &unique("raw"),
+                            ss(&queue),
+                            ss(&unique("raw")),
                             BasicConsumeOptions::default(),
                             FieldTable::default(),
                         )
@@ -348,7 +352,7 @@ fn consumer(c: &mut Criterion) {
                         a.await.unwrap();
                     }
                     total += start.elapsed();
-                    let _ = c2.close(200, "bye").await;
+                    let _ = c2.close(200, "bye".into()).await;
                 }
                 total
             }
@@ -402,10 +406,10 @@ fn consumer(c: &mut Criterion) {
     group.finish();
     rt.block_on(async {
         let _ = ch
-            .queue_delete(&format!("{queue}.dlq"), QueueDeleteOptions::default())
+            .queue_delete(ss(&format!("{queue}.dlq")), QueueDeleteOptions::default())
             .await;
         drop_sink(&ch, &exchange, &queue).await;
-        let _ = conn.close(200, "bye").await;
+        let _ = conn.close(200, "bye".into()).await;
     });
 }
 

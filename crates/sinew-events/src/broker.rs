@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::publisher_confirm::PublisherConfirm;
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
+};
 use rand::Rng;
 use tokio::sync::Mutex;
 
@@ -15,12 +16,21 @@ use crate::error::Error;
 use crate::message::NewCommand;
 use crate::wire;
 
-/// Connection properties running lapin on the current tokio runtime.
+/// Connection properties naming the connection (lapin runs on the current
+/// tokio runtime).
 pub(crate) fn connection_properties(name: &str) -> ConnectionProperties {
-    ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current())
+    ConnectionProperties::default().with_connection_name(name.into())
+}
+
+/// An AMQP short string (exchange, queue, routing key, consumer tag: at most
+/// 255 bytes), or a clear error naming `what` instead of lapin's panic.
+pub(crate) fn short(value: &str, what: &str) -> Result<ShortString, Error> {
+    ShortString::try_new(value).map_err(|_| {
+        Error::Config(format!(
+            "{what} is {} bytes long; AMQP allows at most 255",
+            value.len()
+        ))
+    })
 }
 
 /// Delay before reconnect attempt `attempt` (0-based): exponential from
@@ -66,7 +76,7 @@ impl BrokerLink {
         }
         self.channel
             .exchange_declare(
-                exchange,
+                short(exchange, "exchange name")?,
                 ExchangeKind::Topic,
                 ExchangeDeclareOptions {
                     durable: true,
@@ -92,8 +102,8 @@ impl BrokerLink {
         Ok(self
             .channel
             .basic_publish(
-                exchange,
-                routing_key,
+                short(exchange, "exchange name")?,
+                short(routing_key, "routing key")?,
                 lapin::options::BasicPublishOptions::default(),
                 body,
                 properties,
@@ -102,8 +112,8 @@ impl BrokerLink {
     }
 
     pub(crate) async fn close(self) {
-        let _ = self.channel.close(200, "bye").await;
-        let _ = self.conn.close(200, "bye").await;
+        let _ = self.channel.close(200, "bye".into()).await;
+        let _ = self.conn.close(200, "bye".into()).await;
     }
 }
 

@@ -18,7 +18,7 @@ use lapin::{Channel, Connection, ExchangeKind};
 use sinew_core::{Clock, SystemClock};
 use tokio::sync::Semaphore;
 
-use crate::broker::{backoff, connection_properties};
+use crate::broker::{backoff, connection_properties, short};
 use crate::error::{Error, Permanent};
 use crate::router::{Message, Router};
 
@@ -206,6 +206,19 @@ struct Session {
     conn: Connection,
     channel: Channel,
     dlq_channel: Channel,
+    queue: ShortString,
+    dlq: ShortString,
+}
+
+/// `sinew-<random>-<queue>`, cut to AMQP's 255 bytes.
+fn consumer_tag(queue: &str) -> ShortString {
+    let mut tag = format!("sinew-{:08x}-{queue}", rand::random::<u32>());
+    let mut end = tag.len().min(255);
+    while !tag.is_char_boundary(end) {
+        end -= 1;
+    }
+    tag.truncate(end);
+    ShortString::try_new(tag).unwrap_or_default()
 }
 
 impl Consumer {
@@ -235,12 +248,14 @@ impl Consumer {
     /// consumer runs).
     pub async fn declare(&self) -> Result<(), Error> {
         let session = self.connect().await?;
-        let _ = session.conn.close(200, "declared").await;
+        let _ = session.conn.close(200, "declared".into()).await;
         Ok(())
     }
 
     async fn connect(&self) -> Result<Session, Error> {
         let c = &self.config;
+        let queue = short(&c.queue, "queue name")?;
+        let dlq = short(&c.dead_letter_queue_name(), "dead-letter queue name")?;
         let conn = Connection::connect(&c.amqp_url, connection_properties(&c.queue)).await?;
         let channel = conn.create_channel().await?;
         let queue_options = QueueDeclareOptions {
@@ -249,20 +264,16 @@ impl Consumer {
             ..QueueDeclareOptions::default()
         };
         channel
-            .queue_declare(
-                &c.dead_letter_queue_name(),
-                queue_options,
-                FieldTable::default(),
-            )
+            .queue_declare(dlq.clone(), queue_options, FieldTable::default())
             .await?;
         channel
-            .queue_declare(&c.queue, queue_options, FieldTable::default())
+            .queue_declare(queue.clone(), queue_options, FieldTable::default())
             .await?;
         for b in &c.bindings {
             if !b.exchange.is_empty() && !b.exchange.starts_with("amq.") {
                 channel
                     .exchange_declare(
-                        &b.exchange,
+                        short(&b.exchange, "exchange name")?,
                         ExchangeKind::Topic,
                         ExchangeDeclareOptions {
                             durable: true,
@@ -274,9 +285,9 @@ impl Consumer {
             }
             channel
                 .queue_bind(
-                    &c.queue,
-                    &b.exchange,
-                    &b.routing_key,
+                    queue.clone(),
+                    short(&b.exchange, "exchange name")?,
+                    short(&b.routing_key, "binding key")?,
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
@@ -293,6 +304,8 @@ impl Consumer {
             conn,
             channel,
             dlq_channel,
+            queue,
+            dlq,
         })
     }
 
@@ -322,12 +335,12 @@ impl Consumer {
                     }
                 }
             };
-            let tag = format!("sinew-{}-{}", self.config.queue, rand::random::<u32>());
+            let tag = consumer_tag(&self.config.queue);
             let mut stream = match session
                 .channel
                 .basic_consume(
-                    &self.config.queue,
-                    &tag,
+                    session.queue.clone(),
+                    tag.clone(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
                 )
@@ -336,7 +349,7 @@ impl Consumer {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "basic.consume failed; reconnecting");
-                    let _ = session.conn.close(200, "retry").await;
+                    let _ = session.conn.close(200, "retry".into()).await;
                     tokio::time::sleep(backoff(
                         attempt,
                         self.config.reconnect_min,
@@ -353,7 +366,7 @@ impl Consumer {
                 clock: Arc::clone(&self.clock),
                 counters: Arc::clone(&self.counters),
                 dlq_channel: session.dlq_channel.clone(),
-                dlq: self.config.dead_letter_queue_name(),
+                dlq: session.dlq.clone(),
                 max_attempts: self.config.max_attempts.max(1),
                 retry_delay: self.config.retry_delay,
                 max_retry_delay: self.config.max_retry_delay,
@@ -363,10 +376,10 @@ impl Consumer {
                 let permit = tokio::select! {
                     biased;
                     () = &mut shutdown => {
-                        let _ = session.channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
+                        let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
                         // Wait for the in-flight handlers.
                         let _ = permits.acquire_many(concurrency as u32).await;
-                        let _ = session.conn.close(200, "shutdown").await;
+                        let _ = session.conn.close(200, "shutdown".into()).await;
                         break 'outer;
                     }
                     p = Arc::clone(&permits).acquire_owned() => match p {
@@ -378,9 +391,9 @@ impl Consumer {
                     biased;
                     () = &mut shutdown => {
                         drop(permit);
-                        let _ = session.channel.basic_cancel(&tag, BasicCancelOptions::default()).await;
+                        let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
                         let _ = permits.acquire_many(concurrency as u32).await;
-                        let _ = session.conn.close(200, "shutdown").await;
+                        let _ = session.conn.close(200, "shutdown".into()).await;
                         break 'outer;
                     }
                     n = stream.next() => n,
@@ -403,7 +416,7 @@ impl Consumer {
                     }
                 }
             }
-            let _ = session.conn.close(200, "reconnect").await;
+            let _ = session.conn.close(200, "reconnect".into()).await;
             tokio::select! {
                 biased;
                 () = &mut shutdown => break 'outer,
@@ -422,7 +435,7 @@ struct Task {
     clock: Arc<dyn Clock>,
     counters: Arc<Counters>,
     dlq_channel: Channel,
-    dlq: String,
+    dlq: ShortString,
     max_attempts: u32,
     retry_delay: Duration,
     max_retry_delay: Duration,
@@ -529,8 +542,8 @@ impl Task {
             let confirm = self
                 .dlq_channel
                 .basic_publish(
-                    "",
-                    &self.dlq,
+                    ShortString::default(),
+                    self.dlq.clone(),
                     BasicPublishOptions::default(),
                     &delivery.data,
                     props,

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-use sqlx::{PgConnection, PgPool, SqliteConnection, SqlitePool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, SqlSafeStr, SqlStr, SqliteConnection, SqlitePool};
 
 use crate::error::Error;
 use crate::message::{NewCommand, NewEvent};
@@ -99,14 +99,21 @@ impl<'a> From<&'a mut SqliteConnection> for OutboxConn<'a> {
 #[derive(Debug)]
 pub(crate) struct Sql {
     pub(crate) table: String,
-    pub(crate) insert_pg: String,
-    pub(crate) insert_lite: String,
-    pub(crate) claim_pg: String,
-    pub(crate) claim_lite: String,
-    pub(crate) delete_pg: String,
-    pub(crate) delete_lite: String,
-    pub(crate) next_due: String,
-    pub(crate) count: String,
+    pub(crate) insert_pg: SqlStr,
+    pub(crate) insert_lite: SqlStr,
+    pub(crate) claim_pg: SqlStr,
+    pub(crate) claim_lite: SqlStr,
+    pub(crate) delete_pg: SqlStr,
+    pub(crate) delete_lite: SqlStr,
+    pub(crate) next_due: SqlStr,
+    pub(crate) count: SqlStr,
+}
+
+/// SQL built by `format!` around a table name: safe because [`Outbox::new`]
+/// admits only plain identifiers ([`valid_table`]) and every value is a
+/// bind parameter. Shared (`Arc`), so a clone per query is cheap.
+pub(crate) fn trusted(sql: String) -> SqlStr {
+    AssertSqlSafe(Arc::<str>::from(sql)).into_sql_str()
 }
 
 impl Sql {
@@ -116,24 +123,26 @@ impl Sql {
             "SELECT id, kind, exchange, routing_key, payload, event_time_ms, correlation_id";
         Self {
             table: t.to_owned(),
-            insert_pg: format!(
+            insert_pg: trusted(format!(
                 "INSERT INTO {t} ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8) RETURNING id"
-            ),
-            insert_lite: format!(
+            )),
+            insert_lite: trusted(format!(
                 "INSERT INTO {t} ({cols}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id"
-            ),
-            claim_pg: format!(
+            )),
+            claim_pg: trusted(format!(
                 "{select} FROM {t} WHERE send_after_ms IS NULL OR send_after_ms <= $1 \
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
-            ),
-            claim_lite: format!(
+            )),
+            claim_lite: trusted(format!(
                 "{select} FROM {t} WHERE send_after_ms IS NULL OR send_after_ms <= ?1 \
                  ORDER BY id LIMIT ?2"
-            ),
-            delete_pg: format!("DELETE FROM {t} WHERE id = ANY($1)"),
-            delete_lite: format!("DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?1))"),
-            next_due: format!("SELECT MIN(send_after_ms) FROM {t} WHERE send_after_ms IS NOT NULL"),
-            count: format!("SELECT COUNT(*) FROM {t}"),
+            )),
+            delete_pg: trusted(format!("DELETE FROM {t} WHERE id = ANY($1)")),
+            delete_lite: trusted(format!(
+                "DELETE FROM {t} WHERE id IN (SELECT value FROM json_each(?1))"
+            )),
+            next_due: trusted(format!("SELECT MIN(send_after_ms) FROM {t} WHERE send_after_ms IS NOT NULL")),
+            count: trusted(format!("SELECT COUNT(*) FROM {t}")),
         }
     }
 }
@@ -229,7 +238,7 @@ impl Outbox {
                          FOR EACH STATEMENT EXECUTE FUNCTION {t}_notify()"
                     ),
                 ] {
-                    sqlx::query(&stmt).execute(&mut *tx).await?;
+                    sqlx::query(trusted(stmt)).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
             }
@@ -244,7 +253,7 @@ impl Outbox {
                         "CREATE INDEX IF NOT EXISTS {t}_send_after ON {t} (send_after_ms) WHERE send_after_ms IS NOT NULL"
                     ),
                 ] {
-                    sqlx::query(&stmt).execute(pool).await?;
+                    sqlx::query(trusted(stmt)).execute(pool).await?;
                 }
             }
         }
@@ -256,15 +265,15 @@ impl Outbox {
         let t = &self.sql.table;
         match &self.db {
             Database::Postgres(pool) => {
-                sqlx::query(&format!("DROP TABLE IF EXISTS {t}"))
+                sqlx::query(trusted(format!("DROP TABLE IF EXISTS {t}")))
                     .execute(pool)
                     .await?;
-                sqlx::query(&format!("DROP FUNCTION IF EXISTS {t}_notify()"))
+                sqlx::query(trusted(format!("DROP FUNCTION IF EXISTS {t}_notify()")))
                     .execute(pool)
                     .await?;
             }
             Database::Sqlite(pool) => {
-                sqlx::query(&format!("DROP TABLE IF EXISTS {t}"))
+                sqlx::query(trusted(format!("DROP TABLE IF EXISTS {t}")))
                     .execute(pool)
                     .await?;
             }
@@ -353,7 +362,7 @@ impl Outbox {
     async fn insert(&self, conn: OutboxConn<'_>, row: &Row<'_>) -> Result<i64, Error> {
         let id = match conn {
             OutboxConn::Postgres(c) => {
-                sqlx::query_scalar::<_, i64>(&self.sql.insert_pg)
+                sqlx::query_scalar::<_, i64>(self.sql.insert_pg.clone())
                     .bind(row.kind)
                     .bind(row.exchange)
                     .bind(row.routing_key)
@@ -366,7 +375,7 @@ impl Outbox {
                     .await?
             }
             OutboxConn::Sqlite(c) => {
-                sqlx::query_scalar::<_, i64>(&self.sql.insert_lite)
+                sqlx::query_scalar::<_, i64>(self.sql.insert_lite.clone())
                     .bind(row.kind)
                     .bind(row.exchange)
                     .bind(row.routing_key)
@@ -397,10 +406,10 @@ impl Outbox {
         let n = match conn.into() {
             OutboxConn::Postgres(c) => {
                 let wanted = serde_json::to_string(tags).unwrap_or_else(|_| "{}".into());
-                sqlx::query(&format!(
+                sqlx::query(trusted(format!(
                     "DELETE FROM {t} WHERE kind = {KIND_EVENT} AND exchange = $1 AND routing_key = $2 \
                      AND tags IS NOT NULL AND tags @> $3::jsonb"
-                ))
+                )))
                 .bind(aggregate)
                 .bind(event_type)
                 .bind(wanted)
@@ -418,7 +427,7 @@ impl Outbox {
                         " AND EXISTS (SELECT 1 FROM json_each({t}.tags) WHERE key = ?{k} AND type = 'text' AND value = ?{v})"
                     ));
                 }
-                let mut q = sqlx::query(&sql).bind(aggregate).bind(event_type);
+                let mut q = sqlx::query(trusted(sql)).bind(aggregate).bind(event_type);
                 for (k, v) in tags {
                     q = q.bind(k.as_str()).bind(v.as_str());
                 }
@@ -460,8 +469,16 @@ impl Outbox {
     /// How many rows wait in the outbox (due or not).
     pub async fn pending(&self) -> Result<i64, Error> {
         Ok(match &self.db {
-            Database::Postgres(pool) => sqlx::query_scalar(&self.sql.count).fetch_one(pool).await?,
-            Database::Sqlite(pool) => sqlx::query_scalar(&self.sql.count).fetch_one(pool).await?,
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(self.sql.count.clone())
+                    .fetch_one(pool)
+                    .await?
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(self.sql.count.clone())
+                    .fetch_one(pool)
+                    .await?
+            }
         })
     }
 
@@ -469,12 +486,12 @@ impl Outbox {
     pub(crate) async fn next_due_ms(&self) -> Result<Option<i64>, Error> {
         Ok(match &self.db {
             Database::Postgres(pool) => {
-                sqlx::query_scalar(&self.sql.next_due)
+                sqlx::query_scalar(self.sql.next_due.clone())
                     .fetch_one(pool)
                     .await?
             }
             Database::Sqlite(pool) => {
-                sqlx::query_scalar(&self.sql.next_due)
+                sqlx::query_scalar(self.sql.next_due.clone())
                     .fetch_one(pool)
                     .await?
             }

@@ -288,7 +288,7 @@ impl Relay {
                 sqlx::query("SET LOCAL synchronous_commit = off")
                     .execute(&mut *tx)
                     .await?;
-                let rows: Vec<Claimed> = sqlx::query_as(&sql.claim_pg)
+                let rows: Vec<Claimed> = sqlx::query_as(sql.claim_pg.clone())
                     .bind(now)
                     .bind(limit)
                     .fetch_all(&mut *tx)
@@ -297,7 +297,7 @@ impl Relay {
                     return Ok(0);
                 }
                 let acked = self.publish_rows_timed(&rows).await?;
-                sqlx::query(&sql.delete_pg)
+                sqlx::query(sql.delete_pg.clone())
                     .bind(&acked)
                     .execute(&mut *tx)
                     .await?;
@@ -306,7 +306,7 @@ impl Relay {
             }
             Database::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let rows: Vec<Claimed> = sqlx::query_as(&sql.claim_lite)
+                let rows: Vec<Claimed> = sqlx::query_as(sql.claim_lite.clone())
                     .bind(now)
                     .bind(limit)
                     .fetch_all(&mut *tx)
@@ -316,7 +316,7 @@ impl Relay {
                 }
                 let acked = self.publish_rows_timed(&rows).await?;
                 let ids = serde_json::to_string(&acked).unwrap_or_else(|_| "[]".into());
-                sqlx::query(&sql.delete_lite)
+                sqlx::query(sql.delete_lite.clone())
                     .bind(ids)
                     .execute(&mut *tx)
                     .await?;

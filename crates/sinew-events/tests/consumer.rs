@@ -41,8 +41,8 @@ fn config(bindings: Vec<Binding>) -> ConsumerConfig {
 
 async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
     ch.basic_publish(
-        exchange,
-        key,
+        ss(exchange),
+        ss(key),
         BasicPublishOptions::default(),
         body,
         wire::properties("test", Some("c-1")),
@@ -56,7 +56,7 @@ async fn publish(ch: &Channel, exchange: &str, key: &str, body: &[u8]) {
 /// Messages waiting in `queue` (passive declare).
 async fn depth(ch: &Channel, queue: &str) -> u32 {
     ch.queue_declare(
-        queue,
+        ss(queue),
         QueueDeclareOptions {
             passive: true,
             ..Default::default()
@@ -70,10 +70,10 @@ async fn depth(ch: &Channel, queue: &str) -> u32 {
 
 async fn cleanup(ch: &Channel, config: &ConsumerConfig, exchanges: &[&str]) {
     for q in [config.queue.clone(), config.dead_letter_queue_name()] {
-        let _ = ch.queue_delete(&q, QueueDeleteOptions::default()).await;
+        let _ = ch.queue_delete(ss(&q), QueueDeleteOptions::default()).await;
     }
     for e in exchanges {
-        let _ = ch.exchange_delete(e, Default::default()).await;
+        let _ = ch.exchange_delete(ss(e), Default::default()).await;
     }
 }
 

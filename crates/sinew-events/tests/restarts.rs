@@ -80,7 +80,7 @@ async fn broker_restart_mid_relay_loses_nothing() {
             .unwrap();
     }
     tx.commit().await.unwrap();
-    let _ = tap.conn.close(200, "broker restart ahead").await;
+    let _ = tap.conn.close(200, "broker restart ahead".into()).await;
 
     // A consumer of its own durable queue, running through the restart.
     let seen = Arc::new(Mutex::new(HashSet::new()));
@@ -188,8 +188,8 @@ async fn broker_restart_mid_relay_loses_nothing() {
     ch.basic_qos(1000, Default::default()).await.unwrap();
     let mut consumer = ch
         .basic_consume(
-            &tap.queue,
-            "check",
+            ss(&tap.queue),
+            "check".into(),
             BasicConsumeOptions {
                 no_ack: true,
                 ..Default::default()
@@ -212,10 +212,10 @@ async fn broker_restart_mid_relay_loses_nothing() {
         "every event arrived ({total} messages in all)"
     );
     let _ = ch
-        .queue_delete(&tap.queue, QueueDeleteOptions::default())
+        .queue_delete(ss(&tap.queue), QueueDeleteOptions::default())
         .await;
-    let _ = ch.exchange_delete(&aggregate, Default::default()).await;
-    let _ = conn.close(200, "bye").await;
+    let _ = ch.exchange_delete(ss(&aggregate), Default::default()).await;
+    let _ = conn.close(200, "bye".into()).await;
     outbox.drop_table().await.unwrap();
 }
 
@@ -318,9 +318,28 @@ async fn database_restart_mid_relay_loses_nothing() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // Hold the relay inside a query when the server goes down (it relays
+    // 10 000 rows in well under a second, faster than pg_ctlcluster stops
+    // the server): the lock waits for the batch in flight, then the relay's
+    // next claim blocks until the restart cuts its connection.
+    use sinew_events::sqlx::{self, AssertSqlSafe};
+    let mut blocker = pool.begin().await.unwrap();
+    let t = outbox.table();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE"
+    )))
+    .execute(&mut *blocker)
+    .await
+    .unwrap();
+    let left: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {t}")))
+        .fetch_one(&mut *blocker)
+        .await
+        .unwrap();
+    assert!(left > 0, "rows are left for after the restart");
     assert!(tokio::task::spawn_blocking(|| pg_ctl("restart"))
         .await
         .unwrap());
+    drop(blocker);
     let deadline = Instant::now() + Duration::from_secs(120);
     while pending(&outbox).await > 0 {
         assert!(
@@ -335,8 +354,8 @@ async fn database_restart_mid_relay_loses_nothing() {
     ch.basic_qos(1000, Default::default()).await.unwrap();
     let mut consumer = ch
         .basic_consume(
-            &tap.queue,
-            "check",
+            ss(&tap.queue),
+            "check".into(),
             BasicConsumeOptions {
                 no_ack: true,
                 ..Default::default()
@@ -388,7 +407,7 @@ async fn database_restart_mid_relay_loses_nothing() {
     stop.send(()).unwrap();
     let stats = relay.await.unwrap().unwrap();
     assert!(stats.errors >= 1, "the relay saw the outage: {stats:?}");
-    let _ = conn.close(200, "bye").await;
+    let _ = conn.close(200, "bye".into()).await;
     tap.cleanup().await;
     outbox.drop_table().await.unwrap();
 }

@@ -10,11 +10,16 @@ use sinew_events::lapin::options::{
     BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
-use sinew_events::lapin::types::FieldTable;
+use sinew_events::lapin::types::{FieldTable, ShortString};
 use sinew_events::lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
 };
 use sinew_events::{Database, Outbox, DEFAULT_AMQP_URL};
+
+/// An AMQP short string (names and keys in these tests are short).
+pub fn ss(s: &str) -> ShortString {
+    ShortString::from(s)
+}
 
 pub fn pg_url() -> String {
     std::env::var("SINEW_TEST_PG_URL")
@@ -59,9 +64,7 @@ pub async fn sqlite_outbox() -> (Outbox, SqliteFile) {
 }
 
 pub async fn amqp() -> (Connection, Channel) {
-    let props = ConnectionProperties::default()
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio::current());
+    let props = ConnectionProperties::default();
     let conn = Connection::connect(&amqp_url(), props).await.unwrap();
     let channel = conn.create_channel().await.unwrap();
     (conn, channel)
@@ -70,7 +73,7 @@ pub async fn amqp() -> (Connection, Channel) {
 pub async fn declare_exchange(channel: &Channel, exchange: &str) {
     channel
         .exchange_declare(
-            exchange,
+            ss(exchange),
             ExchangeKind::Topic,
             ExchangeDeclareOptions {
                 durable: true,
@@ -97,7 +100,7 @@ impl Tap {
         let queue = unique("tap");
         channel
             .queue_declare(
-                &queue,
+                ss(&queue),
                 QueueDeclareOptions {
                     durable,
                     auto_delete: !durable,
@@ -112,9 +115,9 @@ impl Tap {
             declare_exchange(&channel, exchange).await;
             channel
                 .queue_bind(
-                    &queue,
-                    exchange,
-                    key,
+                    ss(&queue),
+                    ss(exchange),
+                    ss(key),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
@@ -137,8 +140,8 @@ impl Tap {
         channel.basic_qos(1000, Default::default()).await.unwrap();
         let mut consumer = channel
             .basic_consume(
-                &self.queue,
-                &unique("take"),
+                ss(&self.queue),
+                ss(&unique("take")),
                 BasicConsumeOptions {
                     no_ack: true,
                     ..Default::default()
@@ -170,22 +173,22 @@ impl Tap {
                 String::from_utf8_lossy(&d.data)
             );
         }
-        let _ = channel.close(200, "done").await;
+        let _ = channel.close(200, "done".into()).await;
         out
     }
 
     pub async fn cleanup(self) {
         let _ = self
             .channel
-            .queue_delete(&self.queue, QueueDeleteOptions::default())
+            .queue_delete(ss(&self.queue), QueueDeleteOptions::default())
             .await;
         for e in &self.exchanges {
             let _ = self
                 .channel
-                .exchange_delete(e, ExchangeDeleteOptions::default())
+                .exchange_delete(ss(e), ExchangeDeleteOptions::default())
                 .await;
         }
-        let _ = self.conn.close(200, "bye").await;
+        let _ = self.conn.close(200, "bye".into()).await;
     }
 }
 
