@@ -5,10 +5,15 @@
 //! cargo run --example echo -- --listen 127.0.0.1:8080
 //! ```
 //!
-//! With `--key-id ID --key-text SECRET`, every request must be signed
-//! (RFC 9421 with `keyid="ID"`, or the legacy profile with
-//! `X-Service-ID: ID`) by the shared secret SECRET; unsigned or badly signed
-//! requests are refused with 401 problem+json before the handler.
+//! With `--key-id ID` and a secret (`--key-env VAR` or `--key-file PATH`;
+//! `--key-text SECRET` for quick tries, as argv is visible to every user of
+//! the machine), every request must be signed (RFC 9421 with `keyid="ID"`,
+//! or the legacy profile with `X-Service-ID: ID`) by that shared secret;
+//! unsigned or badly signed requests are refused with 401 problem+json
+//! before the handler.
+//!
+//! The server stack is sinew's `ServerStack`: metrics → verification →
+//! deadline/priority → shedding.
 //!
 //! Prints one line `listening on ADDR` when ready, shuts down cleanly on
 //! SIGINT/SIGTERM. Routes:
@@ -34,10 +39,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
+use sinew::server::ServerStack;
+use sinew_core::config::Secret;
 use sinew_core::problem::Problem;
 use sinew_core::{BoxError, CallContext};
 use sinew_deadline::{ServerDeadlineLayer, ShedLayer};
-use sinew_sign::{SecretKey, StaticKeyStore, Verifier, VerifyConfig, VerifySignatureLayer};
+use sinew_sign::{Accept, SecretKey, StaticKeyStore, Verifier, VerifyConfig, VerifySignatureLayer};
 
 /// A fixture HTTP server behind the sinew server layers.
 #[derive(Debug, Parser)]
@@ -46,10 +53,17 @@ struct Args {
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
-    /// Key id for signature verification (with --key-text).
-    #[arg(long, requires = "key_text")]
+    /// Key id for signature verification (with --key-env, --key-file or
+    /// --key-text).
+    #[arg(long)]
     key_id: Option<String>,
-    /// Shared secret for signature verification (with --key-id).
+    /// The shared secret is in this environment variable.
+    #[arg(long, requires = "key_id", conflicts_with_all = ["key_file", "key_text"])]
+    key_env: Option<String>,
+    /// The shared secret is in this file (one final newline ignored).
+    #[arg(long, requires = "key_id", conflicts_with = "key_text")]
+    key_file: Option<std::path::PathBuf>,
+    /// The shared secret itself (visible in `ps`; prefer --key-env).
     #[arg(long, requires = "key_id")]
     key_text: Option<String>,
     /// Shed by priority above this many concurrent requests.
@@ -183,18 +197,26 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    // Verification (outermost of our layers): RFC 9421 signatures with
-    // keyid ID, and legacy X-Service-ID: ID signatures, both with SECRET.
-    let verify = match (&args.key_id, &args.key_text) {
-        (Some(id), Some(text)) => {
+    // Verification: RFC 9421 signatures with keyid ID, and legacy
+    // X-Service-ID: ID signatures (`Accept::Any`), both with the secret.
+    let secret = match (&args.key_env, &args.key_file, &args.key_text) {
+        (Some(var), _, _) => Some(Secret::Env(var.clone())),
+        (None, Some(path), _) => Some(Secret::File(path.clone())),
+        (None, None, Some(text)) => Some(Secret::Text(text.clone())),
+        (None, None, None) => None,
+    };
+    let verify = match (&args.key_id, secret) {
+        (Some(id), Some(secret)) => {
+            let key = SecretKey::from_bytes(secret.load()?)?;
             let keys = StaticKeyStore::new()
-                .with_key(id.clone(), SecretKey::from_text(text)?)
-                .with_legacy_key(id.clone(), SecretKey::from_text(text)?);
+                .with_key(id.clone(), key.clone())
+                .with_legacy_key(id.clone(), key);
             Some(VerifySignatureLayer::new(Verifier::new(
-                VerifyConfig::default(),
+                VerifyConfig::default().accept(Accept::Any),
                 keys,
             )))
         }
+        (Some(_), None) => return Err("--key-id needs --key-env, --key-file or --key-text".into()),
         _ => None,
     };
 
@@ -213,27 +235,23 @@ async fn main() -> Result<(), BoxError> {
         .route("/delay/{ms}", get(delay))
         .route("/call", get(call))
         .with_state(AppState { client });
-    // Server stack (outermost first): verification → deadline/priority →
-    // shedding → app (axum applies the last `.layer` outermost).
-    let app = match args.max_concurrency {
-        Some(n) => app.layer(ShedLayer::with_limit(n)),
-        None => app,
-    };
-    let app = app.layer(
-        ServerDeadlineLayer::new()
-            .cancel_at_deadline(args.cancel_at_deadline)
-            .trust_envoy(args.trust_envoy),
-    );
-
-    let app = match verify {
-        Some(layer) => app.layer(layer),
-        None => app,
-    };
-    // Metrics outermost, per route template; /metrics itself is not behind
-    // verification.
-    let app = app
-        .layer(sinew_metrics::ServerMetricsLayer::new())
-        .merge(metrics.router());
+    // The server stack (metrics → verification → deadline/priority →
+    // shedding → app), on every route (so metrics see the route template);
+    // /metrics itself is merged outside it.
+    let mut stack = ServerStack::new()
+        .metrics(sinew_metrics::ServerMetricsLayer::new())
+        .deadline(
+            ServerDeadlineLayer::new()
+                .cancel_at_deadline(args.cancel_at_deadline)
+                .trust_envoy(args.trust_envoy),
+        );
+    if let Some(layer) = verify {
+        stack = stack.verify(layer);
+    }
+    if let Some(n) = args.max_concurrency {
+        stack = stack.shed(ShedLayer::with_limit(n));
+    }
+    let app = app.layer(stack).merge(metrics.router());
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

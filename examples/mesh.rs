@@ -12,7 +12,9 @@
 //!
 //! It prints a short report: outcomes, retries, breaker transitions, how the
 //! balancer spread the load, p50 and p99, and an excerpt of `orders`'
-//! `/metrics`.
+//! `/metrics`; and it checks what it prints: it exits with status 1 when the
+//! tampered call was not refused, an instance served nothing, a priority did
+//! not arrive as sent, or more than 1 % of the orders failed.
 //!
 //! ```text
 //! cargo run --example mesh
@@ -31,16 +33,14 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use sinew::balance::{BalanceConfig, Endpoint, LoadBalanceLayer};
 use sinew::breaker::{BreakerConfig, CircuitBreakerLayer, TripPolicy, Window};
-use sinew::retry::RetryLayer;
+use sinew::server::ServerStack;
 use sinew::sign::{
     HmacSignLayer, SecretKey, SignConfig, Signer, StaticKeyStore, VerifiedCaller, Verifier,
     VerifyConfig, VerifySignatureLayer,
 };
 use sinew::{CallContext, Client, ErrorKind, Priority};
-use sinew_deadline::ServerDeadlineLayer;
 use sinew_metrics::prometheus::{MetricsHandle, PrometheusBuilder};
 use sinew_metrics::ServerMetricsLayer;
-use tower::ServiceBuilder;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -94,16 +94,16 @@ async fn item(
     }))
 }
 
-/// The server stack of every service: metrics → verify → deadline/priority.
+/// The server stack of every service: metrics → verify → deadline/priority
+/// (sinew's `ServerStack`; `[server]` in a config file builds the same).
 fn server(app: Router, keys: StaticKeyStore) -> Router {
     app.layer(
-        ServiceBuilder::new()
-            .layer(ServerMetricsLayer::new())
-            .layer(VerifySignatureLayer::new(Verifier::new(
+        ServerStack::new()
+            .metrics(ServerMetricsLayer::new())
+            .verify(VerifySignatureLayer::new(Verifier::new(
                 VerifyConfig::default(),
                 keys,
-            )))
-            .layer(ServerDeadlineLayer::new()),
+            ))),
     )
 }
 
@@ -191,6 +191,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> Result<(), BoxError> {
     let started = Instant::now();
     let metrics: MetricsHandle = PrometheusBuilder::new().install()?;
+    // What the report shows that must hold; any entry fails the run.
+    let mut failures: Vec<String> = Vec::new();
 
     // Three inventory instances; only `orders` may call them.
     let inventory_keys = StaticKeyStore::new().with_key("orders", key("orders-secret")?);
@@ -217,7 +219,9 @@ async fn main() -> Result<(), BoxError> {
 
     // The orders service calls inventory through one full sinew client:
     // P2C balancing over the three instances, a breaker per instance,
-    // retries (on another instance), signing, deadline propagation, metrics.
+    // retries (the default ones; with a balancer, a refusal by one
+    // instance's breaker is retried on another), signing, deadline
+    // propagation, metrics.
     let balancer = LoadBalanceLayer::new(
         BalanceConfig::default(),
         instances
@@ -241,7 +245,6 @@ async fn main() -> Result<(), BoxError> {
         .base_url("http://inventory")
         .balance(balancer.clone())
         .breaker(breaker)
-        .retry(RetryLayer::new().retry_circuit_open(true))
         .sign(signer("orders", "orders-secret")?)
         .metrics(sinew_metrics::MetricsConfig::default())
         .build()?;
@@ -295,7 +298,10 @@ async fn main() -> Result<(), BoxError> {
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_default()
             ),
-            other => println!("tampered call: NOT refused: {other:?}"),
+            other => {
+                println!("tampered call: NOT refused: {other:?}");
+                failures.push("the tampered call was not refused with 401".to_string());
+            }
         }
     }
 
@@ -390,11 +396,36 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("inventory calls seen by each instance (including retried attempts):");
     for (inv, _) in &instances {
-        println!("  {:<24} {}", inv.name, inv.calls.load(Ordering::Relaxed));
+        let served = inv.calls.load(Ordering::Relaxed);
+        println!("  {:<24} {served}", inv.name);
+        if served == 0 {
+            failures.push(format!("{} served no call", inv.name));
+        }
     }
     println!("priority propagation:");
-    for (k, v) in saw_priority.lock().map_err(|_| "poisoned")?.iter() {
+    let saw = saw_priority.lock().map_err(|_| "poisoned")?.clone();
+    for (k, v) in &saw {
         println!("  {k:<34} {v}");
+    }
+    for p in ["high", "normal", "low"] {
+        if !saw.contains_key(&format!("sent {p}, inventory saw {p}")) {
+            failures.push(format!("no order sent with priority {p} arrived with it"));
+        }
+    }
+    if let Some(k) = saw.keys().find(|k| {
+        let (sent, got) = k.split_once(", inventory saw ").unwrap_or_default();
+        sent.trim_start_matches("sent ") != got
+    }) {
+        failures.push(format!("a priority changed on the way: {k}"));
+    }
+    let ok = outcomes
+        .lock()
+        .map_err(|_| "poisoned")?
+        .get("200 ok")
+        .copied()
+        .unwrap_or(0);
+    if (ok as f64) < total as f64 * 0.99 {
+        failures.push(format!("only {ok} of {total} orders succeeded"));
     }
     println!(
         "latency: p50 {:.1} ms, p99 {:.1} ms",
@@ -415,5 +446,13 @@ async fn main() -> Result<(), BoxError> {
     }) {
         println!("  {line}");
     }
+    if !failures.is_empty() {
+        eprintln!("\nmesh: FAILED");
+        for f in &failures {
+            eprintln!("  {f}");
+        }
+        std::process::exit(1);
+    }
+    println!("\nmesh: every check passed");
     Ok(())
 }

@@ -26,6 +26,10 @@ impl Echo {
     }
 
     fn start_with(extra: &[&str]) -> Echo {
+        Echo::start_env(extra, ("ECHO_UNUSED", ""))
+    }
+
+    fn start_env(extra: &[&str], env: (&str, &str)) -> Echo {
         // target/<profile>/deps/<this test> → target/<profile>/examples/echo
         let exe = std::env::current_exe().unwrap();
         let bin: PathBuf = exe
@@ -42,6 +46,7 @@ impl Echo {
         let mut child = Command::new(&bin)
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
+            .env(env.0, env.1)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -191,6 +196,56 @@ async fn echo_verifies_signatures_when_given_a_key() {
     let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(seen["priority"], "low");
     assert!(seen["deadline_remaining_ms"].as_u64().unwrap() <= 2000);
+
+    // The legacy profile (microservice_comms' X-Service-ID / X-Timestamp /
+    // X-Signature) is accepted too, as the example's docs say.
+    let legacy = Signer::new(
+        SignConfig::legacy("orders"),
+        SecretKey::from_text("orders-secret").unwrap(),
+    )
+    .unwrap();
+    let http = Client::builder(TokioExecutor::new()).build_http::<sinew_core::Body>();
+    let client = HmacSignLayer::new(legacy).layer(http);
+    let req = http::Request::get(&url)
+        .body(sinew_core::Body::empty())
+        .unwrap();
+    let res = client.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    // ...but not with another secret.
+    let wrong = Signer::new(
+        SignConfig::legacy("orders"),
+        SecretKey::from_text("not-the-secret").unwrap(),
+    )
+    .unwrap();
+    let client = HmacSignLayer::new(wrong)
+        .layer(Client::builder(TokioExecutor::new()).build_http::<sinew_core::Body>());
+    let req = http::Request::get(&url)
+        .body(sinew_core::Body::empty())
+        .unwrap();
+    assert_eq!(client.oneshot(req).await.unwrap().status(), 401);
+    assert!(echo.terminate().success());
+}
+
+#[tokio::test]
+async fn echo_reads_its_key_from_the_environment() {
+    let echo = Echo::start_env(
+        &["--key-id", "orders", "--key-env", "ECHO_TEST_KEY"],
+        ("ECHO_TEST_KEY", "env-secret"),
+    );
+    let url = format!("{}/context", echo.url);
+    use sinew_sign::{HmacSignLayer, SecretKey, SignConfig, Signer};
+    use tower::{Layer, ServiceExt};
+    let signer = Signer::new(
+        SignConfig::rfc9421("orders"),
+        SecretKey::from_text("env-secret").unwrap(),
+    )
+    .unwrap();
+    let client = HmacSignLayer::new(signer)
+        .layer(Client::builder(TokioExecutor::new()).build_http::<sinew_core::Body>());
+    let req = http::Request::get(&url)
+        .body(sinew_core::Body::empty())
+        .unwrap();
+    assert_eq!(client.oneshot(req).await.unwrap().status(), 200);
     assert!(echo.terminate().success());
 }
 

@@ -1,10 +1,10 @@
 //! The sinew server stack under test: metrics → verify → deadline/priority
 //! → shedding, in DESIGN.md's order.
 
+use sinew::server::ServerStack;
 use sinew::sign::{SecretKey, StaticKeyStore, Verifier, VerifyConfig, VerifySignatureLayer};
-use sinew_deadline::{ServerDeadlineLayer, ShedConfig, ShedLayer};
+use sinew_deadline::{ShedConfig, ShedLayer};
 use sinew_metrics::ServerMetricsLayer;
-use tower::ServiceBuilder;
 
 /// The app behind metrics -> verify -> deadline/priority -> shedding.
 pub(crate) fn wrap(app: axum::Router) -> axum::Router {
@@ -13,19 +13,18 @@ pub(crate) fn wrap(app: axum::Router) -> axum::Router {
         Err(_) => StaticKeyStore::new(),
     };
     app.layer(
-        ServiceBuilder::new()
-            .layer(ServerMetricsLayer::new())
+        ServerStack::new()
+            .metrics(ServerMetricsLayer::new())
             // The replay cache must hold every signature of the window:
             // at ~60 000 req/s for a 60 s window, 4 million entries (the
             // default, 1 000 000 over 330 s, sustains ~3 000 req/s).
-            .layer(VerifySignatureLayer::new(Verifier::new(
+            .verify(VerifySignatureLayer::new(Verifier::new(
                 VerifyConfig::default()
                     .max_age(std::time::Duration::from_secs(60))
                     .replay_capacity(4_000_000),
                 keys,
             )))
-            .layer(ServerDeadlineLayer::new())
-            .layer(ShedLayer::new(ShedConfig {
+            .shed(ShedLayer::new(ShedConfig {
                 max_concurrency: 1024,
                 ..ShedConfig::default()
             })),
