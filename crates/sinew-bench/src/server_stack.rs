@@ -1,5 +1,5 @@
 //! The sinew server stack under test: metrics → verify → deadline/priority
-//! → shedding, in DESIGN.md's order.
+//! → shedding, built by the facade's `ServerStack`.
 
 use sinew::server::ServerStack;
 use sinew::sign::{SecretKey, StaticKeyStore, Verifier, VerifyConfig, VerifySignatureLayer};

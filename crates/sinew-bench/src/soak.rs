@@ -1,5 +1,5 @@
 //! The fault soak: a sinew client against three chaos backends, with one
-//! killed and restarted mid-run, asserting what DESIGN.md promises.
+//! killed and restarted mid-run, asserting what docs/architecture.md promises.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -4,7 +4,7 @@
 //! ask the same [`Classifier`] whether an outcome was a failure, so a status
 //! that trips the breaker is also the status that is retried and counted.
 //!
-//! Defaults (DESIGN.md): transport errors, timeouts, 5xx, 408 and 429 are
+//! Defaults (docs/architecture.md): transport errors, timeouts, 5xx, 408 and 429 are
 //! failures; every other status is a success; a response carrying
 //! `X-Do-Not-Retry` is a success whatever its status. Whether a failure may be
 //! *retried* is a separate question that the retry layer answers.

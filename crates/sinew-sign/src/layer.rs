@@ -8,7 +8,7 @@ use crate::verifier::Verifier;
 
 /// Client layer: signs every request that passes through it.
 ///
-/// Put it *inside* retries (DESIGN.md's client order), so every attempt gets
+/// Put it *inside* retries (the client order of `sinew::stack`), so every attempt gets
 /// a fresh `created` and nonce and is not refused as a replay.
 ///
 /// The body is buffered up to the signer's `body_limit` (default 1 MiB) and

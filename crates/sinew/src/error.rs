@@ -9,7 +9,7 @@ use sinew_core::{BoxError, Classifier};
 /// What went wrong, for callers to match on.
 ///
 /// The status kinds follow the mappings of the libraries sinew replaces
-/// (COMPAT.md): microservice_comms' `BadRequest`/`NotFound`/`ServiceError`
+/// (docs/compatibility.md): microservice_comms' `BadRequest`/`NotFound`/`ServiceError`
 /// and PyFly's validation/authentication/not-found/conflict/unprocessable/
 /// rate-limited/unavailable/client-error classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

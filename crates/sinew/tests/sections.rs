@@ -375,3 +375,13 @@ normal_reserve = 0
     let got: BTreeSet<String> = observed.into_iter().map(String::from).collect();
     assert_eq!(got, want);
 }
+
+#[test]
+fn the_reference_in_docs_config_md_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/config.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + text[start..].find("```").unwrap();
+    let config = ClientConfig::from_toml(&text[start..end], "docs/config.md").unwrap();
+    assert!(config.server.is_some() && config.balance.is_some() && config.auth.is_some());
+}

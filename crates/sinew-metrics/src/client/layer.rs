@@ -10,7 +10,7 @@ use crate::config::{MetricsConfig, Naming, Scope};
 /// Records client calls: a duration histogram, an in-flight gauge, a
 /// `tracing` span, and the W3C `traceparent` header.
 ///
-/// One type serves two positions in the client stack (DESIGN.md):
+/// One type serves two positions in the client stack (`sinew::stack`):
 ///
 /// * [`MetricsLayer::call`] (the default, outermost): one measurement per
 ///   logical call, however many attempts retry or hedging make;
