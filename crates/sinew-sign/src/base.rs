@@ -157,6 +157,37 @@ impl<'a> MessageRef<'a> {
         kind: &Kind<&str>,
         out: &mut String,
     ) -> Result<(), ValueError> {
+        let mut unlimited = usize::MAX;
+        self.write_value(kind, out, &mut unlimited)
+    }
+
+    /// [`write_component_value`](Self::write_component_value) charging
+    /// `budget` with what the value costs to build, in bytes read: a field
+    /// its values (and the separators joining them), eight times that when
+    /// it is parsed (`;sf`, `;key`); `@query-param` four times the query
+    /// (every name in it is decoded); the other components what they write.
+    /// A field or `@query-param` is charged before it is read; past the
+    /// budget, [`ValueError::OverBudget`].
+    pub(crate) fn write_value(
+        &self,
+        kind: &Kind<&str>,
+        out: &mut String,
+        budget: &mut usize,
+    ) -> Result<(), ValueError> {
+        let start = out.len();
+        self.write_value_charged(kind, out, budget)?;
+        if !matches!(kind, Kind::Field(_) | Kind::QueryParam(_)) {
+            charge(budget, out.len() - start)?;
+        }
+        Ok(())
+    }
+
+    fn write_value_charged(
+        &self,
+        kind: &Kind<&str>,
+        out: &mut String,
+        budget: &mut usize,
+    ) -> Result<(), ValueError> {
         let write_path = |uri: &Uri, out: &mut String| {
             let p = uri.path();
             out.push_str(if p.is_empty() { "/" } else { p });
@@ -198,90 +229,47 @@ impl<'a> MessageRef<'a> {
             }
             Kind::QueryParam(name) => {
                 let (_, uri) = self.request_parts()?;
-                let v =
-                    query_param(uri.query().unwrap_or(""), name).ok_or(ValueError::Missing)??;
+                let query = uri.query().unwrap_or("");
+                charge(budget, DECODED.saturating_mul(query.len() + 1))?;
+                let v = query_param(query, name).ok_or(ValueError::Missing)??;
                 out.push_str(&v);
             }
             Kind::Status => match self.kind {
                 MsgKind::Response { status } => out.push_str(status.as_str()),
                 MsgKind::Request { .. } => return Err(ValueError::NotApplicable),
             },
-            Kind::Field(ref opts) => self.write_field_value(opts, out)?,
+            Kind::Field(ref opts) => self.write_field_value(opts, out, budget)?,
         }
         Ok(())
-    }
-
-    /// What building the value of the component `kind` costs, in bytes
-    /// read: the size of what it is taken from (all values of a field and
-    /// the separators joining them, or the URI part), four times that for
-    /// a value that is parsed (a field read with `;sf` or `;key`, and
-    /// `@query-param`, which decodes every name in the query): parsing
-    /// costs about four times as much per byte as copying and hashing.
-    /// The verifier bounds the sum over a signature's components before
-    /// building the base.
-    pub(crate) fn read_cost(&self, kind: &Kind<&str>) -> usize {
-        const PARSED: usize = 4;
-        let field = |opts: &FieldOpts<&str>| {
-            let len = self.field_len(opts.name);
-            if opts.sf {
-                PARSED.saturating_mul(len)
-            } else {
-                len
-            }
-        };
-        let MsgKind::Request { method, uri } = self.kind else {
-            return match *kind {
-                Kind::Field(ref opts) => field(opts),
-                _ => 3,
-            };
-        };
-        let authority = || match uri.authority() {
-            Some(a) => a.as_str().len(),
-            None => self.field_len(http::header::HOST.as_str()),
-        };
-        let path = || uri.path().len().max(1);
-        let query = || uri.query().map_or(0, str::len) + 1;
-        let scheme = || uri.scheme_str().unwrap_or(self.scheme).len();
-        match *kind {
-            Kind::Method => method.as_str().len(),
-            Kind::Authority => authority(),
-            Kind::Scheme => scheme(),
-            Kind::TargetUri => scheme() + 3 + authority() + path() + query(),
-            Kind::RequestTarget => authority() + path() + query(),
-            Kind::Path => path(),
-            Kind::Query => query(),
-            Kind::QueryParam(_) => PARSED.saturating_mul(query()),
-            Kind::Status => 3,
-            Kind::Field(ref opts) => field(opts),
-        }
-    }
-
-    /// All values of the field `name`, with ", " between them.
-    fn field_len(&self, name: &str) -> usize {
-        self.headers
-            .get_all(name)
-            .iter()
-            .map(|v| v.len() + 2)
-            .sum::<usize>()
-            .saturating_sub(2)
     }
 
     fn write_field_value(
         &self,
         opts: &FieldOpts<&str>,
         out: &mut String,
+        budget: &mut usize,
     ) -> Result<(), ValueError> {
         // The field sinew covers by default is looked up by its constant
         // name (no parse of the name per request).
-        let values = if opts.name == CONTENT_DIGEST.as_str() {
+        let lines = if opts.name == CONTENT_DIGEST.as_str() {
             self.headers.get_all(&CONTENT_DIGEST)
         } else {
             self.headers.get_all(opts.name)
         };
-        let mut values = values.iter().peekable();
+        let mut values = lines.iter().peekable();
         if values.peek().is_none() {
             return Err(ValueError::Missing);
         }
+        // Charged before it is read.
+        let size = lines.iter().map(|v| v.len() + 2).sum::<usize>() - 2;
+        charge(
+            budget,
+            if opts.sf {
+                PARSED.saturating_mul(size)
+            } else {
+                size
+            },
+        )?;
         let ascii = |v: &'a [u8]| -> Result<&'a str, ValueError> {
             std::str::from_utf8(trim_ows(v))
                 .ok()
@@ -322,10 +310,33 @@ impl<'a> MessageRef<'a> {
     }
 }
 
+/// What reading a byte costs, relative to copying and hashing it (1), when
+/// the value is parsed as a structured field (an owned sfv parse, an
+/// allocation per member: measured 6x).
+const PARSED: usize = 8;
+
+/// The same for a query scanned by `@query-param` (every name decoded:
+/// measured 3x).
+const DECODED: usize = 4;
+
+/// Take `cost` from `budget`, or fail when it is not there.
+fn charge(budget: &mut usize, cost: usize) -> Result<(), ValueError> {
+    match budget.checked_sub(cost) {
+        Some(left) => {
+            *budget = left;
+            Ok(())
+        }
+        None => Err(ValueError::OverBudget),
+    }
+}
+
 /// Why a component value could not be written; [`ValueError::with_id`]
 /// names the component.
 #[derive(Debug)]
 pub(crate) enum ValueError {
+    /// Building it would exceed the budget of
+    /// [`MessageRef::write_value`].
+    OverBudget,
     Missing,
     NotApplicable,
     NonAscii,
@@ -337,6 +348,8 @@ impl ValueError {
     /// The [`BaseError`] for the component whose serialised identifier is `id`.
     pub(crate) fn with_id(self, id: &str) -> BaseError {
         match self {
+            // Only `received_base` sets a budget, and it handles this.
+            ValueError::OverBudget => BaseError::Params(format!("component {id} is too large")),
             ValueError::Missing => BaseError::MissingComponent(id.to_owned()),
             ValueError::NotApplicable => BaseError::NotApplicable(id.to_owned()),
             ValueError::NonAscii => BaseError::NonAscii(id.to_owned()),
@@ -803,19 +816,27 @@ pub(crate) fn with_buffer<T>(f: impl FnOnce(&mut String) -> T) -> T {
 /// sender used) and value, then the received inner list re-serialised:
 /// the same identifiers and the parameters in received order.
 /// `kinds` are the items' classifications.
+///
+/// Building the component values may cost at most `budget` bytes read (see
+/// [`MessageRef::write_value`]); each component is charged before its value
+/// is read, and the first one over stops the base.
 pub(crate) fn received_base(
     message: &MessageRef<'_>,
     ids: &[String],
     kinds: &[Kind<&str>],
     params: &RawParams<'_>,
     base: &mut String,
-) -> Result<(), BaseError> {
+    mut budget: usize,
+) -> Result<(), ReceivedBaseError> {
     for (id, kind) in ids.iter().zip(kinds) {
         base.push_str(id);
         base.push_str(": ");
         message
-            .write_component_value(kind, base)
-            .map_err(|e| e.with_id(id))?;
+            .write_value(kind, base, &mut budget)
+            .map_err(|e| match e {
+                ValueError::OverBudget => ReceivedBaseError::OverBudget,
+                e => ReceivedBaseError::Base(e.with_id(id)),
+            })?;
         base.push('\n');
     }
     base.push_str("\"@signature-params\": (");
@@ -828,6 +849,14 @@ pub(crate) fn received_base(
     base.push(')');
     write_params(base, params);
     Ok(())
+}
+
+/// Why the base of a received signature was not built.
+#[derive(Debug)]
+pub(crate) enum ReceivedBaseError {
+    Base(BaseError),
+    /// Building the component values would cost more than the budget.
+    OverBudget,
 }
 
 /// Write `label=(<components>);<params>` through sfv's serializer into an

@@ -220,25 +220,25 @@ impl From<Profile> for Accept {
 /// | `max_components` | 64 components in the checked signature |
 /// | `max_component_params` | 8 parameters on one component (RFC 9421 defines 6) |
 /// | `max_signature_params` | 32 parameters of the checked signature (sinew sends 5 or 6) |
-/// | `max_covered_bytes` | 16 KiB of the request read by the covered components (a value that is parsed counts four times) |
+/// | `max_covered_bytes` | 16 KiB of the request read by the covered components (a structured-field parse counts 8 times, `@query-param`'s scan of the query 4 times) |
 ///
 /// # Limits on what a peer sends
 ///
 /// A request that exceeds a limit is refused with 400 and the reason
 /// `limit_exceeded` (the detail names the key) before the work the limit
-/// bounds: the sizes of the fields are checked before they are parsed; the
-/// parse stops at the first signature, component or parameter over its
-/// count; and `max_covered_bytes` is checked before the signature base is
-/// built: each covered component counts the size of what it is taken from
-/// (a field: all its values; `@query`, `@path` and the other URI
-/// components: that part of the target URI), four times that when the
-/// value is parsed (a field read with `;sf` or `;key`; `@query-param`,
-/// which decodes the whole query), so a signature cannot make the verifier
-/// read one large header 64 times. The key id and the signature's
-/// times are checked before the components are interpreted and before the
-/// body is read. The defaults are far above what real signatures need;
-/// verification work stays within a small multiple of verifying a normal
-/// request whatever a peer sends.
+/// bounds. The sizes of the fields are checked before they are parsed
+/// (which bounds the parse); nothing past the first signature, component
+/// or parameter over its count is kept or looked at; and each covered
+/// component is charged against `max_covered_bytes` before its value is
+/// read into the signature base: a field with the size of all its values,
+/// eight times that when it is parsed (`;sf`, `;key`); `@query-param` with
+/// four times the query (every name in it is decoded); the other derived
+/// components with what they write. So a signature cannot make the verifier
+/// read one large header 64 times. The key id and the signature's times are
+/// checked before the components are interpreted and before the body is
+/// read. The defaults are far above what real signatures need; verification
+/// work stays within a small multiple of verifying a normal request
+/// whatever a peer sends.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
@@ -285,7 +285,7 @@ pub struct VerifyConfig {
     pub max_signature_params: usize,
     /// The most bytes of the request the covered components may read
     /// together (each counts the size of the field or URI part it is taken
-    /// from, four times that when it is parsed); bounds the signature base
+    /// from, more when it is parsed); bounds the signature base
     /// and the work of building it.
     pub max_covered_bytes: usize,
 }

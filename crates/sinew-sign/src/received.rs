@@ -10,7 +10,7 @@
 //! keeps its position).
 
 use std::cell::Cell;
-use std::fmt;
+use std::convert::Infallible;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
@@ -216,9 +216,9 @@ impl<'de> RawInput<'de> {
     }
 }
 
-/// How much one `Signature-Input` (or `Signature`) may hold. The parse
-/// stops at the first element over a limit, so its work is bounded by the
-/// limits (and the field's size, checked before parsing).
+/// How much one `Signature-Input` (or `Signature`) may hold. The visitors
+/// keep nothing past the first element over a limit (and note it); the
+/// parse itself is bounded by the field's size, checked before parsing.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
     /// Dictionary members (signatures) in the field.
@@ -251,27 +251,34 @@ pub(crate) enum Over {
     SignatureParams,
 }
 
-/// Where a visitor records the limit it hit: sfv turns a visitor's error
-/// into its own (a message), so the kind travels beside it.
-pub(crate) type OverCell = Cell<Option<Over>>;
-
-/// The error a visitor stops the parse with; the limit is in the
-/// [`OverCell`].
+/// The limits of one parse and the one it hit, if any. The visitors share
+/// it by reference. (They do not stop the parse with an error: infallible
+/// visitors let sfv's parser compile to much less code.)
 #[derive(Debug)]
-pub(crate) struct OverLimit;
-
-impl fmt::Display for OverLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("over a configured limit")
-    }
+pub(crate) struct Guard {
+    limits: Limits,
+    over: Cell<Option<Over>>,
 }
 
-impl std::error::Error for OverLimit {}
+impl Guard {
+    pub(crate) fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            over: Cell::new(None),
+        }
+    }
 
-/// Record `over` and stop the parse.
-fn stop(cell: &OverCell, over: Over) -> OverLimit {
-    cell.set(Some(over));
-    OverLimit
+    /// The limit that stopped the parse.
+    pub(crate) fn over(&self) -> Option<Over> {
+        self.over.get()
+    }
+
+    /// Note that `over` was exceeded (the first limit hit is kept).
+    fn hit(&self, over: Over) {
+        if self.over.get().is_none() {
+            self.over.set(Some(over));
+        }
+    }
 }
 
 /// What the chosen `Signature-Input` member holds.
@@ -286,8 +293,7 @@ pub(crate) enum InputEntry<'de> {
 /// first one when `want` is `None`.
 pub(crate) struct InputVisitor<'de, 'w> {
     want: Option<&'w str>,
-    limits: Limits,
-    over: &'w OverCell,
+    guard: &'w Guard,
     members: usize,
     label: Option<&'de KeyRef>,
     /// Whether the chosen member was seen, and as an inner list or not.
@@ -296,11 +302,10 @@ pub(crate) struct InputVisitor<'de, 'w> {
 }
 
 impl<'de, 'w> InputVisitor<'de, 'w> {
-    pub(crate) fn new(want: Option<&'w str>, limits: Limits, over: &'w OverCell) -> Self {
+    pub(crate) fn new(want: Option<&'w str>, guard: &'w Guard) -> Self {
         Self {
             want,
-            limits,
-            over,
+            guard,
             members: 0,
             label: None,
             seen: None,
@@ -313,12 +318,13 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor<'de, '_> {
     /// The chosen label (the first member's when none is wanted) and its
     /// member, if present.
     type Out = (Option<&'de KeyRef>, Option<InputEntry<'de>>);
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
         self.members += 1;
-        if self.members > self.limits.members {
-            return Err(stop(self.over, Over::Members));
+        if self.members > self.guard.limits.members {
+            self.guard.hit(Over::Members);
+            return Ok(None);
         }
         let chosen = match self.want {
             Some(want) => key.as_str() == want,
@@ -331,8 +337,7 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor<'de, '_> {
         Ok(Some(InputEntryVisitor {
             seen: &mut self.seen,
             list: &mut self.list,
-            limits: self.limits,
-            over: self.over,
+            guard: self.guard,
         }))
     }
 
@@ -351,12 +356,11 @@ impl<'de> DictionaryVisitor<'de> for InputVisitor<'de, '_> {
 struct InputEntryVisitor<'a, 'de> {
     seen: &'a mut Option<bool>,
     list: &'a mut RawInput<'de>,
-    limits: Limits,
-    over: &'a OverCell,
+    guard: &'a Guard,
 }
 
 impl<'de> EntryVisitor<'de> for InputEntryVisitor<'_, 'de> {
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
         *self.seen = Some(false);
@@ -370,50 +374,46 @@ impl<'de> EntryVisitor<'de> for InputEntryVisitor<'_, 'de> {
         self.list.params.clear();
         Ok(InnerListV {
             list: self.list,
-            limits: self.limits,
-            over: self.over,
+            guard: self.guard,
         })
     }
 }
 
 struct InnerListV<'a, 'de> {
     list: &'a mut RawInput<'de>,
-    limits: Limits,
-    over: &'a OverCell,
+    guard: &'a Guard,
 }
 
 impl<'de> InnerListVisitor<'de> for InnerListV<'_, 'de> {
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn item(&mut self) -> Result<impl ItemVisitor<'de>, Self::Error> {
-        if self.list.items.len() >= self.limits.components {
-            return Err(stop(self.over, Over::Components));
+        if self.list.items.len() >= self.guard.limits.components {
+            self.guard.hit(Over::Components);
+            return Ok(None);
         }
-        Ok(ItemV {
+        Ok(Some(ItemV {
             items: &mut self.list.items,
-            limit: self.limits.component_params,
-            over: self.over,
-        })
+            guard: self.guard,
+        }))
     }
 
     fn finish(self) -> Result<impl ParameterVisitor<'de>, Self::Error> {
         Ok(ParamsV {
             params: &mut self.list.params,
-            limit: self.limits.signature_params,
-            over: self.over,
+            guard: self.guard,
         })
     }
 }
 
 struct ItemV<'a, 'de> {
     items: &'a mut Vec<RawItem<'de>>,
-    limit: usize,
-    over: &'a OverCell,
+    guard: &'a Guard,
 }
 
 impl<'de> ItemVisitor<'de> for ItemV<'_, 'de> {
     type Out = ();
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn bare_item(
         self,
@@ -423,8 +423,7 @@ impl<'de> ItemVisitor<'de> for ItemV<'_, 'de> {
             items: self.items,
             bare,
             params: Vec::new(),
-            limit: self.limit,
-            over: self.over,
+            guard: self.guard,
         })
     }
 }
@@ -434,28 +433,30 @@ struct ItemParamsV<'a, 'de> {
     items: &'a mut Vec<RawItem<'de>>,
     bare: BareItemFromInput<'de>,
     params: RawParams<'de>,
-    limit: usize,
-    over: &'a OverCell,
+    guard: &'a Guard,
 }
 
 impl<'de> ParameterVisitor<'de> for ItemParamsV<'_, 'de> {
     type Out = ();
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn parameter(
         &mut self,
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
-        if self.params.len() >= self.limit {
-            return Err(stop(self.over, Over::ComponentParams));
+        if self.params.len() >= self.guard.limits.component_params {
+            self.guard.hit(Over::ComponentParams);
+        } else {
+            self.params.push((key, value));
         }
-        self.params.push((key, value));
         Ok(())
     }
 
     fn finish(mut self) -> Result<Self::Out, Self::Error> {
-        last_value_wins(&mut self.params);
+        if self.params.len() > 1 {
+            last_value_wins(&mut self.params);
+        }
         self.items.push(RawItem {
             bare: self.bare,
             params: self.params,
@@ -467,23 +468,23 @@ impl<'de> ParameterVisitor<'de> for ItemParamsV<'_, 'de> {
 /// Collects the signature's parameters.
 struct ParamsV<'a, 'de> {
     params: &'a mut RawParams<'de>,
-    limit: usize,
-    over: &'a OverCell,
+    guard: &'a Guard,
 }
 
 impl<'de> ParameterVisitor<'de> for ParamsV<'_, 'de> {
     type Out = ();
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn parameter(
         &mut self,
         key: &'de KeyRef,
         value: BareItemFromInput<'de>,
     ) -> Result<(), Self::Error> {
-        if self.params.len() >= self.limit {
-            return Err(stop(self.over, Over::SignatureParams));
+        if self.params.len() >= self.guard.limits.signature_params {
+            self.guard.hit(Over::SignatureParams);
+        } else {
+            self.params.push((key, value));
         }
-        self.params.push((key, value));
         Ok(())
     }
 
@@ -508,21 +509,19 @@ pub(crate) enum SignatureEntry {
 /// Picks the member `label` of `Signature` (validating the others).
 pub(crate) struct SignatureVisitor<'w> {
     label: Option<&'w str>,
-    max_members: usize,
+    guard: &'w Guard,
     members: usize,
-    over: &'w OverCell,
     entry: Option<SignatureEntry>,
 }
 
 impl<'w> SignatureVisitor<'w> {
     /// `label` `None` keeps nothing (the field is only validated). More
-    /// than `max_members` members stop the parse.
-    pub(crate) fn new(label: Option<&'w str>, max_members: usize, over: &'w OverCell) -> Self {
+    /// members than the guard's limit stop the parse.
+    pub(crate) fn new(label: Option<&'w str>, guard: &'w Guard) -> Self {
         Self {
             label,
-            max_members,
+            guard,
             members: 0,
-            over,
             entry: None,
         }
     }
@@ -530,12 +529,13 @@ impl<'w> SignatureVisitor<'w> {
 
 impl<'de> DictionaryVisitor<'de> for SignatureVisitor<'_> {
     type Out = Option<SignatureEntry>;
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
         self.members += 1;
-        if self.members > self.max_members {
-            return Err(stop(self.over, Over::Members));
+        if self.members > self.guard.limits.members {
+            self.guard.hit(Over::Members);
+            return Ok(None);
         }
         Ok((self.label == Some(key.as_str())).then_some(SignatureEntryV(&mut self.entry)))
     }
@@ -548,7 +548,7 @@ impl<'de> DictionaryVisitor<'de> for SignatureVisitor<'_> {
 struct SignatureEntryV<'a>(&'a mut Option<SignatureEntry>);
 
 impl<'de> EntryVisitor<'de> for SignatureEntryV<'_> {
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
         Ok(self)
@@ -562,7 +562,7 @@ impl<'de> EntryVisitor<'de> for SignatureEntryV<'_> {
 
 impl<'de> ItemVisitor<'de> for SignatureEntryV<'_> {
     type Out = ();
-    type Error = OverLimit;
+    type Error = Infallible;
 
     fn bare_item(
         self,
@@ -600,7 +600,7 @@ mod tests {
     fn input(text: &str, want: Option<&str>) -> (Option<String>, Option<String>) {
         let (label, entry) = Parser::new(text)
             .with_version(SF_VERSION)
-            .parse_dictionary_with_visitor(InputVisitor::new(want, Limits::NONE, &Cell::new(None)))
+            .parse_dictionary_with_visitor(InputVisitor::new(want, &Guard::new(Limits::NONE)))
             .unwrap();
         let entry = entry.map(|e| match e {
             InputEntry::NotInnerList => "item".to_owned(),
@@ -653,8 +653,7 @@ mod tests {
                 .with_version(SF_VERSION)
                 .parse_dictionary_with_visitor(SignatureVisitor::new(
                     label,
-                    usize::MAX,
-                    &Cell::new(None),
+                    &Guard::new(Limits::NONE),
                 ))
         };
         assert!(matches!(
@@ -684,8 +683,7 @@ mod tests {
             .with_version(SF_VERSION)
             .parse_dictionary_with_visitor(SignatureVisitor::new(
                 Some(label),
-                usize::MAX,
-                &Cell::new(None),
+                &Guard::new(Limits::NONE),
             )) {
             Ok(Some(SignatureEntry::ByteSequence(b))) => Some(b),
             _ => None,
@@ -714,11 +712,7 @@ mod tests {
         let ours = (|| {
             let (_, entry) = Parser::new(text)
                 .with_version(SF_VERSION)
-                .parse_dictionary_with_visitor(InputVisitor::new(
-                    None,
-                    Limits::NONE,
-                    &Cell::new(None),
-                ))
+                .parse_dictionary_with_visitor(InputVisitor::new(None, &Guard::new(Limits::NONE)))
                 .map_err(|e| e.to_string())?;
             let Some(InputEntry::InnerList(l)) = entry else {
                 return Err("no inner list".to_owned());
@@ -727,8 +721,12 @@ mod tests {
             l.metadata()
                 .map_err(|name| format!("parameter {name} has the wrong type"))?;
             let mut base = String::new();
-            received_base(&message, &ids, &kinds, &l.params, &mut base)
-                .map_err(|e| e.to_string())?;
+            received_base(&message, &ids, &kinds, &l.params, &mut base, usize::MAX).map_err(
+                |e| match e {
+                    crate::base::ReceivedBaseError::Base(e) => e.to_string(),
+                    e => format!("{e:?}"),
+                },
+            )?;
             Ok(base)
         })();
         let theirs = (|| {

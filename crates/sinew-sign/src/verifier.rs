@@ -13,14 +13,14 @@ use sinew_core::headers::{
     CONTENT_DIGEST, SIGNATURE, SIGNATURE_INPUT, X_SERVICE_ID, X_SIGNATURE, X_TIMESTAMP,
 };
 
-use crate::base::{received_base, with_buffer, BaseError, MessageRef};
+use crate::base::{received_base, with_buffer, BaseError, MessageRef, ReceivedBaseError};
 use crate::config::{Profile, VerifyConfig};
 use crate::digest::{check_content_digest, DigestCheck};
 use crate::error::{Rejection, RejectionKind};
 use crate::key::KeyStore;
 use crate::received::{
-    canonical_signature, InputEntry, InputVisitor, Limits, Metadata, Over, OverCell,
-    SignatureEntry, SignatureVisitor,
+    canonical_signature, Guard, InputEntry, InputVisitor, Limits, Metadata, Over, SignatureEntry,
+    SignatureVisitor,
 };
 use crate::replay::{ReplayCache, ReplayError};
 use crate::signer::ALG_HMAC_SHA256;
@@ -295,19 +295,41 @@ impl Verifier {
         name: http::HeaderName,
     ) -> Result<Option<Cow<'h, [u8]>>, Rejection> {
         let limit = self.inner.config.max_header_bytes;
-        let size = headers
-            .get_all(&name)
+        let over = || {
+            Rejection::new(
+                RejectionKind::LimitExceeded,
+                format!("{name} exceeds {limit} bytes (max_header_bytes)"),
+            )
+        };
+        let lines = headers.get_all(&name);
+        let mut all = lines.iter();
+        let Some(first) = all.next() else {
+            return Ok(None);
+        };
+        let Some(second) = all.next() else {
+            // The usual case: one line, borrowed.
+            return if first.len() > limit {
+                Err(over())
+            } else {
+                Ok(Some(Cow::Borrowed(first.as_bytes())))
+            };
+        };
+        let size = lines
             .iter()
             .map(|v| v.len() + 2)
             .sum::<usize>()
             .saturating_sub(2);
         if size > limit {
-            return Err(Rejection::new(
-                RejectionKind::LimitExceeded,
-                format!("{name} exceeds {limit} bytes (max_header_bytes)"),
-            ));
+            return Err(over());
         }
-        Ok(joined(headers, name))
+        let mut v = Vec::with_capacity(size);
+        for line in [first, second].into_iter().chain(all) {
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(line.as_bytes());
+        }
+        Ok(Some(Cow::Owned(v)))
     }
 
     fn check_digest(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
@@ -348,21 +370,23 @@ impl Verifier {
         let sigs = self.field(&parts.headers, SIGNATURE)?.ok_or_else(|| {
             Rejection::new(RejectionKind::MissingSignature, "no Signature header")
         })?;
-        let limits = Limits {
+        let guard = Guard::new(Limits {
             members: cfg.max_signatures,
             components: cfg.max_components,
             component_params: cfg.max_component_params,
             signature_params: cfg.max_signature_params,
-        };
-        let over = OverCell::new(None);
-        // Only the chosen member is kept, borrowing from the header bytes.
-        let (label, input) = Parser::new(&*inputs)
+        });
+        // Only the chosen member is kept, borrowing from the header bytes;
+        // nothing past a count limit is kept.
+        let parsed = Parser::new(&*inputs)
             .with_version(SF_VERSION)
-            .parse_dictionary_with_visitor(InputVisitor::new(cfg.label.as_deref(), limits, &over))
-            .map_err(|_| match over.get() {
-                Some(o) => over_limit(o, "Signature-Input", cfg),
-                None => malformed("Signature-Input is not a valid structured dictionary".into()),
-            })?;
+            .parse_dictionary_with_visitor(InputVisitor::new(cfg.label.as_deref(), &guard));
+        if let Some(o) = guard.over() {
+            return Err(over_limit(o, "Signature-Input", cfg));
+        }
+        let (label, input) = parsed.map_err(|_| {
+            malformed("Signature-Input is not a valid structured dictionary".into())
+        })?;
         let (label, input) = match (label, input) {
             (Some(l), Some(i)) => (l.as_str(), i),
             _ => {
@@ -415,17 +439,17 @@ impl Verifier {
         self.check_times(created, expires)?;
         let sig = match canonical_signature(&sigs, label) {
             Some(mac) => Some(SignatureEntry::Mac(mac)),
-            None => Parser::new(&*sigs)
-                .with_version(SF_VERSION)
-                .parse_dictionary_with_visitor(SignatureVisitor::new(
-                    Some(label),
-                    cfg.max_signatures,
-                    &over,
-                ))
-                .map_err(|_| match over.get() {
-                    Some(o) => over_limit(o, "Signature", cfg),
-                    None => malformed("Signature is not a valid structured dictionary".into()),
-                })?,
+            None => {
+                let parsed = Parser::new(&*sigs)
+                    .with_version(SF_VERSION)
+                    .parse_dictionary_with_visitor(SignatureVisitor::new(Some(label), &guard));
+                if let Some(o) = guard.over() {
+                    return Err(over_limit(o, "Signature", cfg));
+                }
+                parsed.map_err(|_| {
+                    malformed("Signature is not a valid structured dictionary".into())
+                })?
+            }
         };
         let mac = match sig {
             Some(SignatureEntry::Mac(b)) => MacBytes::Array(b),
@@ -455,28 +479,25 @@ impl Verifier {
             }
         }
         let message = MessageRef::request(parts).with_scheme(&cfg.scheme);
-        let reads = kinds
-            .iter()
-            .map(|k| message.read_cost(k))
-            .fold(0usize, usize::saturating_add);
-        if reads > cfg.max_covered_bytes {
-            return Err(Rejection::new(
-                RejectionKind::LimitExceeded,
-                format!(
-                    "reading the covered components costs {reads} bytes, more than {} (max_covered_bytes)",
-                    cfg.max_covered_bytes
-                ),
-            ));
-        }
+        // Each component is charged with what reading it costs before it
+        // is read (max_covered_bytes), so one large header cannot be read
+        // 64 times.
+        let budget = cfg.max_covered_bytes;
         let matches = with_buffer(|base| {
-            received_base(&message, &covered, &kinds, &input.params, base)?;
+            received_base(&message, &covered, &kinds, &input.params, base, budget)?;
             Ok(key.verify_hmac_sha256(base.as_bytes(), &mac))
         })
         .map_err(|e| match e {
-            BaseError::MissingComponent(_) => {
+            ReceivedBaseError::OverBudget => Rejection::new(
+                RejectionKind::LimitExceeded,
+                format!(
+                    "reading the covered components costs more than {budget} bytes (max_covered_bytes)"
+                ),
+            ),
+            ReceivedBaseError::Base(e @ BaseError::MissingComponent(_)) => {
                 Rejection::new(RejectionKind::MissingComponent, e.to_string())
             }
-            other => malformed(other.to_string()),
+            ReceivedBaseError::Base(other) => malformed(other.to_string()),
         })?;
         if !matches {
             return Err(Rejection::new(
@@ -643,23 +664,6 @@ impl std::ops::Deref for MacBytes {
         match self {
             MacBytes::Array(a) => a,
             MacBytes::Vec(v) => v,
-        }
-    }
-}
-
-/// All lines of a field joined with ", ", or `None` when absent.
-fn joined(headers: &HeaderMap, name: http::HeaderName) -> Option<Cow<'_, [u8]>> {
-    let mut all = headers.get_all(name).iter();
-    let first = all.next()?;
-    match all.next() {
-        None => Some(Cow::Borrowed(first.as_bytes())),
-        Some(second) => {
-            let mut v = first.as_bytes().to_vec();
-            for line in std::iter::once(second).chain(all) {
-                v.extend_from_slice(b", ");
-                v.extend_from_slice(line.as_bytes());
-            }
-            Some(Cow::Owned(v))
         }
     }
 }
