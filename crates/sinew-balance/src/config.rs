@@ -46,14 +46,8 @@ pub struct BalanceSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdSource>,
     /// A Nacos registry; needs the `nacos` feature.
-    #[cfg(feature = "nacos")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nacos: Option<crate::nacos::NacosConfig>,
-    /// A Nacos registry (this build lacks the `nacos` feature: naming one
-    /// is an error at [`build`](BalanceSection::build)).
-    #[cfg(not(feature = "nacos"))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nacos: Option<serde_json::Value>,
+    pub nacos: Option<NacosSource>,
     /// When no endpoint is available, wait up to this long (within the
     /// call's deadline) for one; default: fail at once.
     #[serde(
@@ -69,6 +63,17 @@ pub struct BalanceSection {
     #[serde(default)]
     pub https: bool,
 }
+
+/// What `nacos = { ... }` holds: sinew-balance's
+/// [`NacosConfig`](crate::nacos::NacosConfig) with the `nacos` feature;
+/// without it, any table (naming one is then an error at
+/// [`BalanceSection::build`]).
+#[cfg(feature = "nacos")]
+pub type NacosSource = crate::nacos::NacosConfig;
+/// What `nacos = { ... }` holds: without the `nacos` feature, any table
+/// (naming one is an error at [`BalanceSection::build`]).
+#[cfg(not(feature = "nacos"))]
+pub type NacosSource = serde_json::Value;
 
 /// One endpoint of a static list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -368,8 +368,13 @@ impl ClientBuilder {
             #[cfg(feature = "metrics")]
             metrics,
             auth,
+            // Applied by the server stack and by `Services`.
             #[cfg(feature = "server")]
                 server: _,
+            #[cfg(feature = "balance")]
+                registry: _,
+            #[cfg(feature = "balance")]
+                services: _,
         } = &self.config;
 
         let base = match base_url {

@@ -19,6 +19,8 @@
 //! | `[metrics]` | [`sinew_metrics::MetricsConfig`] | no |
 //! | `[auth]` | [`AuthConfig`] | no |
 //! | `[server]` | [`ServerConfig`](crate::server::ServerConfig) | (server side) |
+//! | `[registry]` | [`RegistryConfig`](crate::registry::RegistryConfig) | (services by name) |
+//! | `[services.NAME]` | any of the above, per service ([`Services`](crate::Services)) | |
 //!
 //! A section that is on by default is turned off with `enabled = false` in
 //! it, or `retry = false` at the top of the file. Unknown keys and bad values
@@ -120,6 +122,17 @@ pub struct ClientConfig {
     #[cfg(feature = "server")]
     #[serde(default)]
     pub server: Option<ServerConfig>,
+    /// `[registry]`: where service names resolve, for
+    /// [`Services`](crate::Services) and `[server.register]`.
+    #[cfg(feature = "balance")]
+    #[serde(default)]
+    pub registry: Option<crate::registry::RegistryConfig>,
+    /// `[services.NAME]`: what the client of service NAME does differently
+    /// (any of the sections above, merged key by key over the top-level
+    /// ones; see [`Services`](crate::Services)).
+    #[cfg(feature = "balance")]
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, toml::Table>,
 }
 
 impl ClientConfig {
@@ -148,7 +161,7 @@ impl ClientConfig {
     }
 }
 
-fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
     use std::io::Read as _;
     let mut text = String::new();
     std::fs::File::open(path)?

@@ -32,10 +32,14 @@ pub mod config;
 mod error;
 pub mod interceptor;
 pub mod observe;
+#[cfg(feature = "balance")]
+pub mod registry;
 mod request;
 mod response;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "balance")]
+mod services;
 pub mod stack;
 mod transport;
 
@@ -46,6 +50,8 @@ pub use error::{Error, ErrorKind};
 pub use interceptor::Interceptor;
 pub use request::{encode_path_param, RequestBuilder};
 pub use response::Response;
+#[cfg(feature = "balance")]
+pub use services::{is_service_name, Services, MAX_SERVICES};
 pub use sinew_core::{Body, CallContext, Classifier, Priority};
 pub use stack::{ResBody, Stack};
 pub use transport::{PoolConfig, TlsConfig, TransportError};

@@ -33,7 +33,8 @@ pub fn encode_path_param(value: &str) -> String {
 #[must_use = "a request does nothing until it is sent"]
 #[derive(Debug)]
 pub struct RequestBuilder {
-    client: Client,
+    /// `None` only when `error` says why there is no client.
+    client: Option<Client>,
     method: Method,
     template: String,
     params: Vec<(String, String)>,
@@ -50,6 +51,19 @@ pub struct RequestBuilder {
 
 impl RequestBuilder {
     pub(crate) fn new(client: Client, method: Method, path: &str) -> Self {
+        Self::with(Some(client), method, path)
+    }
+
+    /// A call that fails with `error` when sent (its client could not be
+    /// made).
+    #[cfg_attr(not(feature = "balance"), allow(dead_code))]
+    pub(crate) fn failed(error: Error, method: Method, path: &str) -> Self {
+        let mut b = Self::with(None, method, path);
+        b.error = Some(error);
+        b
+    }
+
+    fn with(client: Option<Client>, method: Method, path: &str) -> Self {
         RequestBuilder {
             client,
             method,
@@ -184,7 +198,10 @@ impl RequestBuilder {
             return Err(e);
         }
         let path = fill_template(&self.template, &self.params)?;
-        let uri = self.client.resolve(&path, &self.query)?;
+        let client = self
+            .client
+            .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "the call has no client"))?;
+        let uri = client.resolve(&path, &self.query)?;
         let mut req = Request::new(self.body.map(Body::full).unwrap_or_default());
         *req.method_mut() = self.method;
         *req.uri_mut() = uri;
@@ -206,7 +223,7 @@ impl RequestBuilder {
             // The one marker: sinew-retry's, read by retries and hedging.
             req.extensions_mut().insert(sinew_retry::Retryable);
         }
-        Ok((self.client, req))
+        Ok((client, req))
     }
 
     /// Send the call. A 2xx or 3xx response is `Ok`; any other status is an

@@ -98,6 +98,11 @@ pub struct ServerConfig {
     /// Priority-aware shedding.
     #[serde(default)]
     pub shed: Option<ShedConfig>,
+    /// This instance, registered in `[registry]` while it runs (see
+    /// [`Registration`](crate::registry::Registration)).
+    #[cfg(feature = "balance")]
+    #[serde(default)]
+    pub register: Option<crate::registry::RegisterConfig>,
 }
 
 /// `[server.verify]`: sinew-sign's [`VerifyConfig`] and the keys it checks
@@ -217,6 +222,9 @@ impl ServerStack {
             verify,
             deadline,
             shed,
+            // Not a layer: `Registration::register` applies it.
+            #[cfg(feature = "balance")]
+                register: _,
         } = config;
         Ok(ServerStack {
             metrics: metrics.as_ref().map(ServerMetricsLayer::from_config),

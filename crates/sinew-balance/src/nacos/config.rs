@@ -50,7 +50,10 @@ pub struct NacosConfig {
     /// Registration: the cluster the instance joins (default `DEFAULT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
-    /// The service name.
+    /// The service name. It may be left out where the service comes from
+    /// elsewhere (the sinew facade's `[registry]`, which fills in the name
+    /// of each service it calls); an empty name is refused when used.
+    #[serde(default)]
     pub service: String,
     /// The user to log in as (`/nacos/v1/auth/login`); needs `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
