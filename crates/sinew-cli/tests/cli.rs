@@ -240,7 +240,7 @@ fn legacy_profile_both_ways() {
     assert!(text.contains("\nx-timestamp: 1700000000\n"), "{text}");
     // hex(HMAC-SHA256("s3cret", "GET|/users/7|1700000000"))
     let expected = {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
         mac.update(b"GET|/users/7|1700000000");
         hex::encode(mac.finalize().into_bytes())

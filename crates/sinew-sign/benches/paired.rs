@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 use sinew_core::FixedClock;
 use sinew_sign::{

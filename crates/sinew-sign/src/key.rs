@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;

@@ -455,7 +455,7 @@ async fn key_rotation() {
 
 /// microservice_comms' signature, computed independently of sinew.
 fn legacy_signature(secret: &str, method: &str, path: &str, ts: u64) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{method}|{path}|{ts}").as_bytes());
     hex::encode(mac.finalize().into_bytes())
