@@ -35,5 +35,14 @@ if ! command -v rnacos >/dev/null 2>&1; then
   cargo install rnacos --version 0.8.8 --locked "${root[@]}"
 fi
 
+# Python peers the interop tests run: an independent RFC 9421 verifier
+# (http-message-signatures, with requests) for `sinew call --config` signing.
+if ! python3 -c "import http_message_signatures, requests" >/dev/null 2>&1; then
+  echo "scripts/setup.sh: installing http-message-signatures and requests (pip)" >&2
+  python3 -m pip install --quiet "http-message-signatures==3.0.0" requests
+fi
+
 # PostgreSQL and RabbitMQ (sinew-events' tests): start them when they are down.
 scripts/services.sh
+# ... and their TLS listeners (amqps on 5671, PostgreSQL ssl) for sinew-events' TLS tests.
+scripts/tls-services.sh

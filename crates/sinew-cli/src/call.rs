@@ -16,7 +16,9 @@ pub(crate) const EXIT_FAILED: u8 = 3;
 
 #[derive(Debug, Args)]
 pub(crate) struct CallArgs {
-    /// The client configuration (the TOML of `Client::from_config`).
+    /// The client configuration (the TOML of `Client::from_config`). With
+    /// a `[registry]` or `[services.NAME]`, a URL whose host is a service
+    /// name (`http://inventory/items/1`) calls that service's instances.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The method.
@@ -49,7 +51,8 @@ pub(crate) struct CallArgs {
     /// Print every attempt (endpoint, status, timing) to stderr.
     #[arg(short, long)]
     verbose: bool,
-    /// The URL (absolute, or a path joined to the config's base_url).
+    /// The URL (absolute, or a path joined to the config's base_url; its
+    /// host may be a service name, see --config).
     url: String,
 }
 
@@ -107,33 +110,58 @@ async fn run_inner(args: CallArgs) -> Result<u8, String> {
         ),
         None => None,
     };
-    let mut builder = match &args.config {
-        Some(path) => {
-            let config = sinew::config::ClientConfig::from_file(path).map_err(|e| e.to_string())?;
-            ClientBuilder::from_config(config)
+    let verbose = args.verbose;
+    let with_metrics = metrics.is_some();
+    let customize = move |mut builder: ClientBuilder| {
+        if with_metrics {
+            builder = builder.metrics(sinew_metrics::MetricsConfig::default());
         }
-        None => Client::builder(),
+        if verbose {
+            builder = builder.on_attempt(|a| {
+                let what = match (&a.status, &a.error) {
+                    (Some(s), _) => s.to_string(),
+                    (None, Some(e)) => format!("error: {e}"),
+                    (None, None) => "?".into(),
+                };
+                eprintln!(
+                    "* {} {} -> {} in {:.1} ms",
+                    a.method,
+                    a.uri,
+                    what,
+                    a.elapsed.as_secs_f64() * 1e3
+                );
+            });
+        }
+        builder
     };
-    if metrics.is_some() {
-        builder = builder.metrics(sinew_metrics::MetricsConfig::default());
-    }
-    if args.verbose {
-        builder = builder.on_attempt(|a| {
-            let what = match (&a.status, &a.error) {
-                (Some(s), _) => s.to_string(),
-                (None, Some(e)) => format!("error: {e}"),
-                (None, None) => "?".into(),
-            };
-            eprintln!(
-                "* {} {} -> {} in {:.1} ms",
-                a.method,
-                a.uri,
-                what,
-                a.elapsed.as_secs_f64() * 1e3
-            );
-        });
-    }
-    let client = builder.build().map_err(|e| e.to_string())?;
+    let client = match &args.config {
+        Some(path) => {
+            let services = sinew::Services::from_file(path).map_err(|e| e.to_string())?;
+            // http://NAME/...: the service's client, when the config knows
+            // NAME (in [services] or through [registry]).
+            let host = args
+                .url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_owned));
+            match host.filter(|h| services.knows(h)) {
+                Some(name) => services
+                    .customize(customize)
+                    .client(&name)
+                    .map_err(|e| e.to_string())?,
+                None => {
+                    let config =
+                        sinew::config::ClientConfig::from_file(path).map_err(|e| e.to_string())?;
+                    customize(ClientBuilder::from_config(config))
+                        .build()
+                        .map_err(|e| e.to_string())?
+                }
+            }
+        }
+        None => customize(Client::builder())
+            .build()
+            .map_err(|e| e.to_string())?,
+    };
     let make = {
         let client = client.clone();
         let url = args.url.clone();

@@ -54,7 +54,11 @@ pub struct Services {
     inner: Arc<Inner>,
 }
 
+/// A change applied to every service's builder before it builds.
+type Customize = Arc<dyn Fn(ClientBuilder) -> ClientBuilder + Send + Sync>;
+
 struct Inner {
+    customize: Option<Customize>,
     origin: String,
     /// The file's top-level keys and sections, but `services`, `registry`
     /// and `server`.
@@ -111,6 +115,7 @@ impl Services {
         }
         let services = Services {
             inner: Arc::new(Inner {
+                customize: None,
                 origin: origin.to_string(),
                 base,
                 config,
@@ -126,6 +131,34 @@ impl Services {
             services.config_for(name)?;
         }
         Ok(services)
+    }
+
+    /// Apply `f` to every service's [`ClientBuilder`] before it builds
+    /// (a hook, your own layers, a classifier). Set it before the first
+    /// call: clients already made keep what they were built with.
+    pub fn customize(
+        mut self,
+        f: impl Fn(ClientBuilder) -> ClientBuilder + Send + Sync + 'static,
+    ) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.customize = Some(Arc::new(f)),
+            None => {
+                let inner = &self.inner;
+                let clients = inner
+                    .clients
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                self.inner = Arc::new(Inner {
+                    customize: Some(Arc::new(f)),
+                    origin: inner.origin.clone(),
+                    base: inner.base.clone(),
+                    config: inner.config.clone(),
+                    clients: RwLock::new(clients),
+                });
+            }
+        }
+        self
     }
 
     /// Whether a call to `name` can be resolved: it has a `[services.NAME]`
@@ -204,7 +237,11 @@ impl Services {
                 "more than {MAX_SERVICES} services called through one Services"
             )));
         }
-        let client = ClientBuilder::from_config(config).build()?;
+        let mut builder = ClientBuilder::from_config(config);
+        if let Some(f) = &self.inner.customize {
+            builder = f(builder);
+        }
+        let client = builder.build()?;
         clients.insert(name.to_string(), client.clone());
         Ok(client)
     }
