@@ -15,6 +15,15 @@
 //! The server stack is sinew's `ServerStack`: metrics → verification →
 //! deadline/priority → shedding.
 //!
+//! With `--register nacos://HOST:PORT --service NAME` (or
+//! `etcd://HOST:PORT`), it registers itself as an instance of NAME at its
+//! listening address while it runs, and deregisters before it exits, so
+//! discovery can be tried from outside:
+//!
+//! ```text
+//! cargo run --example echo -- --register nacos://127.0.0.1:8848 --service inventory
+//! ```
+//!
 //! Prints one line `listening on ADDR` when ready, shuts down cleanly on
 //! SIGINT/SIGTERM. Routes:
 //!
@@ -50,6 +59,13 @@ use sinew_sign::{Accept, SecretKey, StaticKeyStore, Verifier, VerifyConfig, Veri
 #[derive(Debug, Parser)]
 #[command(name = "echo")]
 struct Args {
+    /// Register in this registry while running: `nacos://HOST:PORT` or
+    /// `etcd://HOST:PORT` (with --service).
+    #[arg(long, requires = "service")]
+    register: Option<String>,
+    /// The service name to register as (with --register).
+    #[arg(long, requires = "register")]
+    service: Option<String>,
     /// Address to listen on (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
@@ -173,6 +189,37 @@ fn problem(p: Problem) -> Response {
     p.into_response::<axum::body::Body>()
 }
 
+/// Register `addr` as an instance of `service` in the registry `url`.
+async fn register(
+    url: &str,
+    service: &str,
+    addr: SocketAddr,
+) -> Result<sinew::registry::Registration, BoxError> {
+    use sinew::registry::{RegisterConfig, Registration, RegistryConfig};
+    let registry: RegistryConfig = match url.split_once("://") {
+        Some(("nacos", server)) => {
+            toml::from_str(&format!("nacos = {{ server_addr = {server:?} }}"))?
+        }
+        Some(("etcd", server)) => {
+            toml::from_str(&format!("etcd = {{ endpoints = [\"http://{server}\"] }}"))?
+        }
+        _ => {
+            return Err(
+                format!("--register {url:?}: write nacos://HOST:PORT or etcd://HOST:PORT").into(),
+            )
+        }
+    };
+    let register = RegisterConfig {
+        service: service.to_string(),
+        address: addr.to_string(),
+        weight: 1.0,
+        metadata: Default::default(),
+        instance_id: None,
+        ttl: None,
+    };
+    Ok(Registration::register(&registry, &register).await?)
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -255,6 +302,12 @@ async fn main() -> Result<(), BoxError> {
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    // Registered before it says it listens, so whoever waits for that line
+    // finds it in the registry too.
+    let registration = match (&args.register, &args.service) {
+        (Some(url), Some(service)) => Some(register(url, service, addr).await?),
+        _ => None,
+    };
     println!("listening on {addr}");
     {
         use std::io::Write;
@@ -263,5 +316,8 @@ async fn main() -> Result<(), BoxError> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some(r) = registration {
+        r.deregister().await;
+    }
     Ok(())
 }

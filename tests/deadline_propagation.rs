@@ -280,3 +280,34 @@ async fn echo_serves_prometheus_metrics_by_route() {
     );
     assert!(echo.terminate().success());
 }
+
+#[path = "../crates/sinew-balance/tests/support/nacos.rs"]
+mod nacos;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_registers_in_nacos_while_it_runs() {
+    let registry = nacos::Nacos::start().await;
+    let echo = Echo::start_with(&[
+        "--register",
+        &format!("nacos://{}", registry.addr()),
+        "--service",
+        "echo-test",
+    ]);
+    let port = echo.url.rsplit(':').next().unwrap().to_string();
+    let listed = registry
+        .list_raw("serviceName=echo-test&healthyOnly=true")
+        .await;
+    let hosts = listed["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 1, "{listed}");
+    assert_eq!(hosts[0]["port"].to_string(), port);
+    // SIGTERM: it deregisters before it exits.
+    assert!(echo.terminate().success());
+    let listed = registry
+        .list_raw("serviceName=echo-test&healthyOnly=true")
+        .await;
+    assert_eq!(
+        listed["hosts"].as_array().map_or(0, Vec::len),
+        0,
+        "{listed}"
+    );
+}
