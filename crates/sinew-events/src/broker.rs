@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 
 use crate::error::Error;
 use crate::message::NewCommand;
+use crate::tls::TlsConfig;
 use crate::wire;
 
 /// Connection properties naming the connection (lapin runs on the current
@@ -56,8 +57,12 @@ pub(crate) struct BrokerLink {
 }
 
 impl BrokerLink {
-    pub(crate) async fn connect(url: &str, name: &str) -> Result<Self, Error> {
-        let conn = Connection::connect(url, connection_properties(name)).await?;
+    pub(crate) async fn connect(
+        url: &str,
+        tls: Option<&TlsConfig>,
+        name: &str,
+    ) -> Result<Self, Error> {
+        let conn = crate::amqp::connect(url, tls, name).await?;
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -122,8 +127,15 @@ impl BrokerLink {
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct PublisherConfig {
-    /// AMQP URL. Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// AMQP URL (`amqp://` or `amqps://`). Default
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`. Its `connection_timeout`
+    /// query parameter (milliseconds) bounds opening a connection; 30 s
+    /// when unset.
     pub amqp_url: String,
+    /// TLS to the broker (with an `amqps://` URL): CA file, client
+    /// certificate, host name check. Default none (an `amqps://` URL then
+    /// verifies against the system's roots).
+    pub amqp_tls: Option<TlsConfig>,
     /// The `app_id` property (this service's name). Default `sinew`.
     pub app_id: String,
 }
@@ -132,6 +144,7 @@ impl Default for PublisherConfig {
     fn default() -> Self {
         Self {
             amqp_url: crate::DEFAULT_AMQP_URL.into(),
+            amqp_tls: None,
             app_id: "sinew".into(),
         }
     }
@@ -185,8 +198,9 @@ impl Publisher {
         let confirm = {
             let mut guard = self.link.lock().await;
             if guard.is_none() {
+                let c = &self.config;
                 *guard =
-                    Some(BrokerLink::connect(&self.config.amqp_url, &self.config.app_id).await?);
+                    Some(BrokerLink::connect(&c.amqp_url, c.amqp_tls.as_ref(), &c.app_id).await?);
             }
             let Some(link) = guard.as_mut() else {
                 return Err(Error::Config("no broker link".into()));

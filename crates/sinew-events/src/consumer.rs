@@ -18,9 +18,10 @@ use lapin::{Channel, Connection, ExchangeKind};
 use sinew_core::{Clock, SystemClock};
 use tokio::sync::Semaphore;
 
-use crate::broker::{backoff, connection_properties, short};
+use crate::broker::{backoff, short};
 use crate::error::{Error, Permanent};
 use crate::router::{Message, Router};
+use crate::tls::TlsConfig;
 
 /// Header of a dead-lettered message: why.
 pub const HEADER_REASON: &str = "x-sinew-reason";
@@ -69,8 +70,15 @@ impl Binding {
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 pub struct ConsumerConfig {
-    /// AMQP URL. Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// AMQP URL (`amqp://` or `amqps://`). Default
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`. Its `connection_timeout`
+    /// query parameter (milliseconds) bounds opening a connection; 30 s
+    /// when unset.
     pub amqp_url: String,
+    /// TLS to the broker (with an `amqps://` URL): CA file, client
+    /// certificate, host name check. Default none (an `amqps://` URL then
+    /// verifies against the system's roots).
+    pub amqp_tls: Option<TlsConfig>,
     /// The queue. Default `sinew`.
     pub queue: String,
     /// Declare the queue durable. Default true.
@@ -106,6 +114,7 @@ impl Default for ConsumerConfig {
     fn default() -> Self {
         Self {
             amqp_url: crate::DEFAULT_AMQP_URL.into(),
+            amqp_tls: None,
             queue: "sinew".into(),
             durable: true,
             auto_delete: false,
@@ -256,7 +265,7 @@ impl Consumer {
         let c = &self.config;
         let queue = short(&c.queue, "queue name")?;
         let dlq = short(&c.dead_letter_queue_name(), "dead-letter queue name")?;
-        let conn = Connection::connect(&c.amqp_url, connection_properties(&c.queue)).await?;
+        let conn = crate::amqp::connect(&c.amqp_url, c.amqp_tls.as_ref(), &c.queue).await?;
         let channel = conn.create_channel().await?;
         let queue_options = QueueDeclareOptions {
             durable: c.durable,

@@ -50,6 +50,18 @@ pub enum Error {
     /// A bad configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The TLS handshake with the broker or the database failed: the
+    /// reason says what did not match (the CA, the host name, the client
+    /// certificate).
+    #[error("TLS to the {target} at {address} failed: {reason}")]
+    Tls {
+        /// `broker` or `database`.
+        target: &'static str,
+        /// `host:port`.
+        address: String,
+        /// What failed, in the config's terms.
+        reason: String,
+    },
     /// A message body could not be built or read.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -61,7 +73,13 @@ impl Error {
     pub fn is_broker(&self) -> bool {
         matches!(
             self,
-            Self::Broker(_) | Self::Nacked { .. } | Self::ConfirmTimeout(_)
+            Self::Broker(_)
+                | Self::Nacked { .. }
+                | Self::ConfirmTimeout(_)
+                | Self::Tls {
+                    target: "broker",
+                    ..
+                }
         )
     }
 }

@@ -71,6 +71,43 @@
 //!   the message and the attempt count starts again. Unrouted messages are
 //!   acked and counted, never requeued.
 //!
+//! # TLS
+//!
+//! rustls (ring) to both ends, configured by [`TlsConfig`]: `amqp_tls` in
+//! [`RelayConfig`], [`ConsumerConfig`] and [`PublisherConfig`] (used with an
+//! `amqps://` URL), `database_tls` in [`RelayConfig`] (or
+//! [`Database::connect_with_tls`]) for PostgreSQL.
+//!
+//! ```toml
+//! database_url = "postgres://orders@db.internal:5432/orders"
+//! amqp_url = "amqps://orders@broker.internal:5671/%2f"
+//!
+//! [database_tls]                  # sslmode becomes verify-full
+//! ca_file = "/etc/sinew/ca.pem"
+//!
+//! [amqp_tls]
+//! ca_file = "/etc/sinew/ca.pem"   # trusted beside the system's roots
+//! cert_file = "/etc/sinew/orders.pem"
+//! key = { file = "/run/secrets/orders-key.pem" }
+//! # verify_hostname = false       # verify-ca: the chain, not the name
+//! ```
+//!
+//! * An `amqps://` URL without `amqp_tls` verifies the broker against the
+//!   system's roots and the URL's host; `amqp_tls` with an `amqp://` URL is
+//!   an error, not a silent plaintext connection.
+//! * `database_tls` sets `sslmode` to `verify-full` (`verify-ca` with
+//!   `verify_hostname = false`) whatever the URL says; without it the URL's
+//!   own `sslmode`/`sslrootcert`/`sslcert`/`sslkey` apply (sqlx's default
+//!   `prefer` uses TLS when offered, unverified).
+//! * A handshake that fails is [`Error::Tls`] naming the peer and what did
+//!   not match: a CA that did not sign the server's certificate (naming
+//!   `ca_file`), a certificate for another host name, a client certificate
+//!   the server refused. Missing or unreadable files, a certificate without
+//!   its key and `verify_hostname = false` without `ca_file` are
+//!   [`Error::Config`] before anything is sent.
+//! * The files are read at every connect: rotated certificates are picked
+//!   up at the next reconnect.
+//!
 //! # Metrics
 //!
 //! `sinew_events_outbox_writes_total{kind}`, `sinew_events_published_total{kind}`,
@@ -84,6 +121,7 @@
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
 
+mod amqp;
 mod broker;
 mod config;
 mod consumer;
@@ -93,6 +131,7 @@ mod outbox;
 mod relay;
 mod router;
 mod time;
+mod tls;
 pub mod wire;
 
 pub use broker::{Publisher, PublisherConfig};
@@ -108,6 +147,8 @@ pub use router::{
     command_handler, event_handler, handler_fn, topic_matches, Command, CommandHandler, Event,
     EventHandler, Handler, HandlerFn, Message, PrintHandler, Router,
 };
+pub use sinew_core::config::Secret;
+pub use tls::TlsConfig;
 
 /// The default AMQP URL: the local broker with the guest account.
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, SqlSafeStr, SqlStr, SqliteConnection, SqlitePool};
 
 use crate::error::Error;
 use crate::message::{NewCommand, NewEvent};
 use crate::time::to_millis;
+use crate::tls::{explain, find_rustls_error, TlsConfig, DATABASE};
 
 /// Row kind: an event (the relay builds the envelope with `eventId` = row id).
 pub(crate) const KIND_EVENT: i16 = 0;
@@ -36,13 +37,55 @@ impl Database {
     /// file is created if missing, in WAL mode; `sqlite::memory:` gets a
     /// single connection, since each connection would see its own database).
     pub async fn connect(url: &str) -> Result<Self, Error> {
+        Self::connect_with_tls(url, None).await
+    }
+
+    /// [`connect`](Self::connect), with TLS to PostgreSQL configured by
+    /// `tls`: `sslmode` becomes `verify-full` (`verify-ca` when
+    /// `verify_hostname = false`) whatever the URL says, with the CA file
+    /// and client certificate given. A failed handshake is [`Error::Tls`]
+    /// saying what did not match; `tls` with a SQLite URL is a config error.
+    /// Without `tls` the URL's own `sslmode`, `sslrootcert`, `sslcert` and
+    /// `sslkey` apply (sqlx's default `sslmode` is `prefer`: TLS when the
+    /// server offers it, unverified).
+    pub async fn connect_with_tls(url: &str, tls: Option<&TlsConfig>) -> Result<Self, Error> {
         if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let options: PgConnectOptions = url.parse()?;
+            let mut options: PgConnectOptions = url.parse()?;
+            if let Some(tls) = tls {
+                let loaded = tls.load(DATABASE)?;
+                options = options.ssl_mode(if loaded.verify_hostname {
+                    PgSslMode::VerifyFull
+                } else {
+                    PgSslMode::VerifyCa
+                });
+                if let Some((pem, _)) = loaded.ca {
+                    options = options.ssl_root_cert_from_pem(pem);
+                }
+                if let Some(id) = loaded.client {
+                    options = options
+                        .ssl_client_cert_from_pem(&id.cert_pem)
+                        .ssl_client_key_from_pem(&id.key_pem);
+                }
+            }
+            let host = options.get_host().to_owned();
+            let port = options.get_port();
             let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .connect_with(options)
-                .await?;
+                .await
+                .map_err(|e| match (tls, find_rustls_error(&e)) {
+                    (Some(tls), Some(rustls_error)) => Error::Tls {
+                        target: DATABASE.target,
+                        address: format!("{host}:{port}"),
+                        reason: explain(rustls_error, tls, DATABASE, &host),
+                    },
+                    _ => Error::Database(e),
+                })?;
             Ok(Self::Postgres(pool))
+        } else if tls.is_some() {
+            Err(Error::Config(
+                "database_tls is set but database_url is not postgres://".into(),
+            ))
         } else if url.starts_with("sqlite:") {
             let options: SqliteConnectOptions = url.parse()?;
             let options = options

@@ -16,6 +16,7 @@ use crate::broker::{backoff, BrokerLink};
 use crate::error::Error;
 use crate::outbox::{Database, Outbox, DEFAULT_TABLE, KIND_EVENT};
 use crate::time::{from_millis, to_millis};
+use crate::tls::TlsConfig;
 use crate::wire;
 
 /// Settings of a [`Relay`].
@@ -25,8 +26,20 @@ use crate::wire;
 pub struct RelayConfig {
     /// `postgres://…` or `sqlite:…`. Default `sqlite:sinew-outbox.db`.
     pub database_url: String,
-    /// AMQP URL. Default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+    /// TLS to PostgreSQL: sets `sslmode` to `verify-full` (`verify-ca`
+    /// with `verify_hostname = false`), whatever the URL says, with the CA
+    /// file and client certificate given. Default none: the URL's own
+    /// `sslmode` (sqlx's default is `prefer`, unverified).
+    pub database_tls: Option<TlsConfig>,
+    /// AMQP URL (`amqp://` or `amqps://`). Default
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`. Its `connection_timeout`
+    /// query parameter (milliseconds) bounds opening a connection; 30 s
+    /// when unset.
     pub amqp_url: String,
+    /// TLS to the broker (with an `amqps://` URL): CA file, client
+    /// certificate, host name check. Default none (an `amqps://` URL then
+    /// verifies against the system's roots).
+    pub amqp_tls: Option<TlsConfig>,
     /// Outbox table. Default `sinew_outbox`.
     pub table: String,
     /// The `app_id` property (the publishing service). Default `sinew`.
@@ -54,7 +67,9 @@ impl Default for RelayConfig {
     fn default() -> Self {
         Self {
             database_url: "sqlite:sinew-outbox.db".into(),
+            database_tls: None,
             amqp_url: crate::DEFAULT_AMQP_URL.into(),
+            amqp_tls: None,
             table: DEFAULT_TABLE.into(),
             app_id: "sinew".into(),
             batch_size: 500,
@@ -145,7 +160,9 @@ impl Relay {
         if let Some(o) = &self.outbox {
             return Ok(o.clone());
         }
-        let outbox = Outbox::connect(&self.config.database_url, &self.config.table).await?;
+        let c = &self.config;
+        let db = Database::connect_with_tls(&c.database_url, c.database_tls.as_ref()).await?;
+        let outbox = Outbox::new(db, &c.table)?;
         outbox.migrate().await?;
         self.outbox = Some(outbox.clone());
         Ok(outbox)
@@ -274,8 +291,9 @@ impl Relay {
     /// One batch: claim, publish, confirm, delete, commit.
     async fn step_inner(&mut self, outbox: &Outbox) -> Result<usize, Error> {
         if self.link.is_none() {
+            let c = &self.config;
             self.link =
-                Some(BrokerLink::connect(&self.config.amqp_url, &self.config.app_id).await?);
+                Some(BrokerLink::connect(&c.amqp_url, c.amqp_tls.as_ref(), &c.app_id).await?);
         }
         let now = to_millis(SystemTime::now());
         let limit = i64::try_from(self.config.batch_size.max(1)).unwrap_or(i64::MAX);

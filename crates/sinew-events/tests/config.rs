@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sinew_events::{Binding, ConsumerConfig, PrintHandler, RelayConfig};
+use sinew_events::{Binding, ConsumerConfig, PrintHandler, RelayConfig, Secret, TlsConfig};
 
 #[test]
 fn consumer_config_from_toml() {
@@ -90,4 +90,46 @@ fn print_handler_line() {
         serde_json::json!({"exchange": "user", "routing_key": "update.base", "app_id": "orders",
             "correlation_id": null, "redelivered": false, "body": {"eventId": 1}})
     );
+}
+
+#[test]
+fn tls_sections_from_toml() {
+    let c: RelayConfig = toml::from_str(
+        r#"
+        database_url = "postgres://orders@db.internal/app"
+        amqp_url = "amqps://orders@broker.internal:5671/%2f"
+
+        [database_tls]
+        ca_file = "/etc/sinew/db-ca.pem"
+        verify_hostname = false
+
+        [amqp_tls]
+        ca_file = "/etc/sinew/ca.pem"
+        cert_file = "/etc/sinew/orders.pem"
+        key = { env = "ORDERS_AMQP_KEY" }
+    "#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.database_tls,
+        Some(TlsConfig {
+            ca_file: Some("/etc/sinew/db-ca.pem".into()),
+            verify_hostname: false,
+            ..TlsConfig::default()
+        })
+    );
+    let amqp = c.amqp_tls.clone().unwrap();
+    assert_eq!(amqp.cert_file, Some("/etc/sinew/orders.pem".into()));
+    assert_eq!(amqp.key, Some(Secret::Env("ORDERS_AMQP_KEY".into())));
+    assert!(amqp.verify_hostname, "verify-full unless turned off");
+    // Round trip, and the key never printed.
+    let back: RelayConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+    let c: ConsumerConfig = toml::from_str("[amqp_tls]\nkey = { text = \"s3cret\" }\n").unwrap();
+    assert!(!format!("{c:?}").contains("s3cret"));
+    // No section: no TLS settings (an amqps:// URL still verifies with the system's roots).
+    assert_eq!(RelayConfig::default().amqp_tls, None);
+    // A misspelt key is refused with its name.
+    let err = toml::from_str::<ConsumerConfig>("[amqp_tls]\nca = \"/x\"\n").unwrap_err();
+    assert!(err.to_string().contains("unknown field `ca`"), "{err}");
 }
