@@ -2,17 +2,17 @@
 //! messages that bypass the outbox (commands sent at once).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
-};
+use lapin::options::ConfirmSelectOptions;
+use lapin::types::{AMQPValue, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use rand::Rng;
 use tokio::sync::Mutex;
 
 use crate::error::Error;
+use crate::exchange::{type_of, ExchangeConfig, ExchangeType, HEADER_ROUTING_KEY_MATCH};
 use crate::message::NewCommand;
 use crate::tls::TlsConfig;
 use crate::wire;
@@ -44,15 +44,11 @@ pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     half + Duration::from_micros(jitter)
 }
 
-/// Whether an exchange name can (and must) be declared.
-fn declarable(exchange: &str) -> bool {
-    !exchange.is_empty() && !exchange.starts_with("amq.")
-}
-
 /// A connection plus a confirm-mode channel, remembering what it declared.
 pub(crate) struct BrokerLink {
     conn: Connection,
     pub(crate) channel: Channel,
+    exchanges: Arc<[ExchangeConfig]>,
     declared: HashSet<String>,
 }
 
@@ -61,6 +57,7 @@ impl BrokerLink {
         url: &str,
         tls: Option<&TlsConfig>,
         name: &str,
+        exchanges: Arc<[ExchangeConfig]>,
     ) -> Result<Self, Error> {
         let conn = crate::amqp::connect(url, tls, name).await?;
         let channel = conn.create_channel().await?;
@@ -70,27 +67,18 @@ impl BrokerLink {
         Ok(Self {
             conn,
             channel,
+            exchanges,
             declared: HashSet::new(),
         })
     }
 
-    /// Declare `exchange` (topic, durable) once per connection.
+    /// Declare `exchange` as configured (topic and durable when not
+    /// listed) once per connection.
     pub(crate) async fn ensure_exchange(&mut self, exchange: &str) -> Result<(), Error> {
-        if !declarable(exchange) || self.declared.contains(exchange) {
+        if self.declared.contains(exchange) {
             return Ok(());
         }
-        self.channel
-            .exchange_declare(
-                short(exchange, "exchange name")?,
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        tracing::debug!(exchange, "exchange declared");
+        crate::exchange::declare(&self.channel, &self.exchanges, exchange).await?;
         self.declared.insert(exchange.to_owned());
         Ok(())
     }
@@ -104,6 +92,17 @@ impl BrokerLink {
         properties: BasicProperties,
     ) -> Result<PublisherConfirm, Error> {
         self.ensure_exchange(exchange).await?;
+        let properties = if type_of(&self.exchanges, exchange) == ExchangeType::Headers {
+            // Headers exchanges ignore the routing key: carry it as a header.
+            let mut headers = properties.headers().clone().unwrap_or_default();
+            headers.insert(
+                ShortString::from(HEADER_ROUTING_KEY_MATCH),
+                AMQPValue::LongString(routing_key.into()),
+            );
+            properties.with_headers(headers)
+        } else {
+            properties
+        };
         Ok(self
             .channel
             .basic_publish(
@@ -138,6 +137,9 @@ pub struct PublisherConfig {
     pub amqp_tls: Option<TlsConfig>,
     /// The `app_id` property (this service's name). Default `sinew`.
     pub app_id: String,
+    /// Types of the exchanges published to (see [`ExchangeConfig`]); one
+    /// not listed is declared `topic`. Default none.
+    pub exchanges: Vec<ExchangeConfig>,
 }
 
 impl Default for PublisherConfig {
@@ -146,6 +148,7 @@ impl Default for PublisherConfig {
             amqp_url: crate::DEFAULT_AMQP_URL.into(),
             amqp_tls: None,
             app_id: "sinew".into(),
+            exchanges: Vec::new(),
         }
     }
 }
@@ -186,7 +189,8 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publish any body to `exchange` (declared topic/durable first) and
+    /// Publish any body to `exchange` (declared first, as configured in
+    /// `exchanges`, topic when not listed) and
     /// wait for the broker's confirm.
     pub async fn publish_raw(
         &self,
@@ -199,8 +203,11 @@ impl Publisher {
             let mut guard = self.link.lock().await;
             if guard.is_none() {
                 let c = &self.config;
-                *guard =
-                    Some(BrokerLink::connect(&c.amqp_url, c.amqp_tls.as_ref(), &c.app_id).await?);
+                let exchanges = c.exchanges.clone().into();
+                *guard = Some(
+                    BrokerLink::connect(&c.amqp_url, c.amqp_tls.as_ref(), &c.app_id, exchanges)
+                        .await?,
+                );
             }
             let Some(link) = guard.as_mut() else {
                 return Err(Error::Config("no broker link".into()));

@@ -2,6 +2,7 @@
 //! each message to a handler, retries failures a bounded number of times with
 //! backoff, and dead-letters what cannot be handled.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,16 +11,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{Channel, Connection};
 use sinew_core::{Clock, SystemClock};
 use tokio::sync::Semaphore;
 
 use crate::broker::{backoff, short};
 use crate::error::{Error, Permanent};
+use crate::exchange::ExchangeConfig;
 use crate::router::{Message, Router};
 use crate::tls::TlsConfig;
 
@@ -32,17 +34,28 @@ pub const HEADER_ROUTING_KEY: &str = "x-sinew-routing-key";
 /// Header of a dead-lettered message: how many times the handler ran.
 pub const HEADER_ATTEMPTS: &str = "x-sinew-attempts";
 
-/// A queue binding: `exchange` (declared topic, durable) with `routing_key`
-/// (default `#`, every key).
+/// A queue binding: `exchange` with `routing_key` (default `#`, every key)
+/// and, for a `headers` exchange, `arguments`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize, serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct Binding {
-    /// The exchange.
+    /// The exchange (declared as `exchanges` says, `topic` when not listed).
     pub exchange: String,
-    /// The binding key (topic pattern). Default `#`.
+    /// The binding key: a topic pattern for `topic`, the exact key for
+    /// `direct`, ignored by `fanout` and `headers`. Default `#`.
     #[cfg_attr(feature = "serde", serde(default = "hash"))]
     pub routing_key: String,
+    /// Binding arguments (string values), for a `headers` exchange:
+    /// `x-match` (`all`, the default, or `any`) and the header values to
+    /// match, e.g. `{ x-match = "any", routing_key = "created" }` (sinew
+    /// puts the routing key in the `routing_key` header of what it
+    /// publishes to a headers exchange). Default none.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "BTreeMap::is_empty")
+    )]
+    pub arguments: BTreeMap<String, String>,
 }
 
 #[cfg(feature = "serde")]
@@ -56,12 +69,30 @@ impl Binding {
         Self {
             exchange: exchange.into(),
             routing_key: routing_key.into(),
+            arguments: BTreeMap::new(),
         }
     }
 
     /// Bind every routing key of `exchange`.
     pub fn all(exchange: impl Into<String>) -> Self {
         Self::new(exchange, "#")
+    }
+
+    /// With the binding argument `key = value` (headers exchanges).
+    pub fn argument(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.arguments.insert(key.into(), value.into());
+        self
+    }
+
+    fn arguments_table(&self) -> Result<FieldTable, Error> {
+        let mut table = FieldTable::default();
+        for (k, v) in &self.arguments {
+            table.insert(
+                short(k, "binding argument name")?,
+                AMQPValue::LongString(v.as_str().into()),
+            );
+        }
+        Ok(table)
     }
 }
 
@@ -87,6 +118,10 @@ pub struct ConsumerConfig {
     pub auto_delete: bool,
     /// Bindings of the queue. Default none.
     pub bindings: Vec<Binding>,
+    /// Exchanges declared at connect, with their types (see
+    /// [`ExchangeConfig`]); a bound exchange not listed is declared
+    /// `topic`. Default none.
+    pub exchanges: Vec<ExchangeConfig>,
     /// The dead-letter queue (durable). Default `<queue>.dead-letter`.
     pub dead_letter_queue: Option<String>,
     /// Unacknowledged messages the broker may send ahead. Default 64.
@@ -119,6 +154,7 @@ impl Default for ConsumerConfig {
             durable: true,
             auto_delete: false,
             bindings: Vec::new(),
+            exchanges: Vec::new(),
             dead_letter_queue: None,
             prefetch: 64,
             concurrency: 16,
@@ -278,27 +314,21 @@ impl Consumer {
         channel
             .queue_declare(queue.clone(), queue_options, FieldTable::default())
             .await?;
-        for b in &c.bindings {
-            if !b.exchange.is_empty() && !b.exchange.starts_with("amq.") {
-                channel
-                    .exchange_declare(
-                        short(&b.exchange, "exchange name")?,
-                        ExchangeKind::Topic,
-                        ExchangeDeclareOptions {
-                            durable: true,
-                            ..ExchangeDeclareOptions::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
+        let mut declared = std::collections::HashSet::new();
+        let listed = c.exchanges.iter().map(|e| e.name.as_str());
+        for exchange in listed.chain(c.bindings.iter().map(|b| b.exchange.as_str())) {
+            if declared.insert(exchange) {
+                crate::exchange::declare(&channel, &c.exchanges, exchange).await?;
             }
+        }
+        for b in &c.bindings {
             channel
                 .queue_bind(
                     queue.clone(),
                     short(&b.exchange, "exchange name")?,
                     short(&b.routing_key, "binding key")?,
                     QueueBindOptions::default(),
-                    FieldTable::default(),
+                    b.arguments_table()?,
                 )
                 .await?;
         }

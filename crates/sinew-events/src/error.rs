@@ -62,6 +62,15 @@ pub enum Error {
         /// What failed, in the config's terms.
         reason: String,
     },
+    /// An exchange could not be used as configured: it exists with another
+    /// type, or (passive) does not exist, or may not be declared.
+    #[error("exchange {exchange:?}: {reason}")]
+    Exchange {
+        /// The exchange.
+        exchange: String,
+        /// What is wrong and what to change.
+        reason: String,
+    },
     /// A message body could not be built or read.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -76,6 +85,7 @@ impl Error {
             Self::Broker(_)
                 | Self::Nacked { .. }
                 | Self::ConfirmTimeout(_)
+                | Self::Exchange { .. }
                 | Self::Tls {
                     target: "broker",
                     ..

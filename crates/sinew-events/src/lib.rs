@@ -64,12 +64,43 @@
 //!   per database file. No `NOTIFY`: the relay polls (and sleeps until the
 //!   next future event is due).
 //! * **A row that can never be published** (e.g. its exchange exists with
-//!   another type) is retried with backoff and holds back the rows after
-//!   it; it is logged at every attempt.
+//!   another type than configured: [`Error::Exchange`]) is retried with
+//!   backoff and holds back the rows after it; it is logged at every attempt.
 //! * **Consumer retries** run in the consumer while the message stays
 //!   unacknowledged; if the consumer dies meanwhile the broker redelivers
 //!   the message and the attempt count starts again. Unrouted messages are
 //!   acked and counted, never requeued.
+//!
+//! # Exchanges
+//!
+//! Events go to the exchange named after their aggregate, commands to the
+//! one named after the target service. sinew declares each exchange it
+//! binds or publishes to (durable), with the type `exchanges` gives it, as
+//! django-microservices-communication's `EXCHANGES` does; `topic` when it
+//! is not listed. [`ExchangeType`]: `topic`, `fanout`, `direct`, `headers`.
+//!
+//! ```toml
+//! exchanges = ["user", { name = "audit", type = "fanout" }, { name = "billing", passive = true }]
+//!
+//! [[bindings]]
+//! exchange = "audit"                       # fanout: every message
+//!
+//! [[bindings]]
+//! exchange = "by-header"                   # headers: matched on arguments
+//! arguments = { x-match = "any", routing_key = "created" }
+//! ```
+//!
+//! * **An exchange that exists with another type** is never redeclared
+//!   or changed: the broker refuses the declaration and sinew returns
+//!   [`Error::Exchange`] naming both types and the fix (list it in
+//!   `exchanges` with its type, or `passive = true`). The relay keeps the
+//!   row (and those after it) and retries with backoff, logging that error.
+//! * **`passive = true`**: sinew only checks the exchange exists (any
+//!   type), for exchanges another service owns; a missing one is
+//!   [`Error::Exchange`].
+//! * **Headers exchanges** ignore the routing key, so sinew adds it to
+//!   what it publishes there as the header [`HEADER_ROUTING_KEY_MATCH`]
+//!   (`routing_key`); bindings match on it with [`Binding::arguments`].
 //!
 //! # TLS
 //!
@@ -126,6 +157,7 @@ mod broker;
 mod config;
 mod consumer;
 mod error;
+mod exchange;
 mod message;
 mod outbox;
 mod relay;
@@ -140,6 +172,7 @@ pub use consumer::{
     HEADER_REASON, HEADER_ROUTING_KEY,
 };
 pub use error::{Error, Permanent, WireError};
+pub use exchange::{ExchangeConfig, ExchangeType, HEADER_ROUTING_KEY_MATCH};
 pub use message::{NewCommand, NewEvent};
 pub use outbox::{Database, Outbox, OutboxConn, DEFAULT_TABLE};
 pub use relay::{Relay, RelayConfig, RelayStats};

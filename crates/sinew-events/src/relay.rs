@@ -44,6 +44,10 @@ pub struct RelayConfig {
     pub table: String,
     /// The `app_id` property (the publishing service). Default `sinew`.
     pub app_id: String,
+    /// Types of the exchanges the outbox publishes to (see
+    /// [`ExchangeConfig`](crate::ExchangeConfig)); one not listed is
+    /// declared `topic`. Default none.
+    pub exchanges: Vec<crate::ExchangeConfig>,
     /// Rows per batch (one transaction). Default 500.
     pub batch_size: usize,
     /// Polling fallback when no `NOTIFY` arrives. Default 1s.
@@ -72,6 +76,7 @@ impl Default for RelayConfig {
             amqp_tls: None,
             table: DEFAULT_TABLE.into(),
             app_id: "sinew".into(),
+            exchanges: Vec::new(),
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             listen: true,
@@ -292,8 +297,10 @@ impl Relay {
     async fn step_inner(&mut self, outbox: &Outbox) -> Result<usize, Error> {
         if self.link.is_none() {
             let c = &self.config;
-            self.link =
-                Some(BrokerLink::connect(&c.amqp_url, c.amqp_tls.as_ref(), &c.app_id).await?);
+            let exchanges = c.exchanges.clone().into();
+            self.link = Some(
+                BrokerLink::connect(&c.amqp_url, c.amqp_tls.as_ref(), &c.app_id, exchanges).await?,
+            );
         }
         let now = to_millis(SystemTime::now());
         let limit = i64::try_from(self.config.batch_size.max(1)).unwrap_or(i64::MAX);

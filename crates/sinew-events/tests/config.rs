@@ -5,7 +5,10 @@
 
 use std::time::Duration;
 
-use sinew_events::{Binding, ConsumerConfig, PrintHandler, RelayConfig, Secret, TlsConfig};
+use sinew_events::{
+    Binding, ConsumerConfig, ExchangeConfig, ExchangeType, PrintHandler, PublisherConfig,
+    RelayConfig, Secret, TlsConfig,
+};
 
 #[test]
 fn consumer_config_from_toml() {
@@ -132,4 +135,72 @@ fn tls_sections_from_toml() {
     // A misspelt key is refused with its name.
     let err = toml::from_str::<ConsumerConfig>("[amqp_tls]\nca = \"/x\"\n").unwrap_err();
     assert!(err.to_string().contains("unknown field `ca`"), "{err}");
+}
+
+#[test]
+fn exchanges_like_django_exchanges() {
+    let c: ConsumerConfig = toml::from_str(
+        r#"
+        queue = "billing"
+        exchanges = [
+            "my-exchange1",
+            { name = "my-other-exchange", type = "fanout" },
+            { name = "owned-elsewhere", type = "direct", passive = true },
+            { name = "by-header", type = "headers" },
+        ]
+
+        [[bindings]]
+        exchange = "my-exchange1"
+        routing_key = "event.*"
+
+        [[bindings]]
+        exchange = "my-other-exchange"
+
+        [[bindings]]
+        exchange = "by-header"
+        arguments = { x-match = "any", routing_key = "created" }
+    "#,
+    )
+    .unwrap();
+    assert_eq!(
+        c.exchanges,
+        vec![
+            ExchangeConfig::new("my-exchange1", ExchangeType::Topic),
+            ExchangeConfig::new("my-other-exchange", ExchangeType::Fanout),
+            ExchangeConfig {
+                passive: true,
+                ..ExchangeConfig::new("owned-elsewhere", ExchangeType::Direct)
+            },
+            ExchangeConfig::new("by-header", ExchangeType::Headers),
+        ]
+    );
+    assert_eq!(
+        c.bindings[2],
+        Binding::new("by-header", "#")
+            .argument("x-match", "any")
+            .argument("routing_key", "created")
+    );
+    let back: ConsumerConfig = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+    let r: RelayConfig =
+        toml::from_str("exchanges = [{ name = \"audit\", type = \"fanout\" }]").unwrap();
+    assert_eq!(
+        r.exchanges,
+        vec![ExchangeConfig::new("audit", ExchangeType::Fanout)]
+    );
+    let p: PublisherConfig = toml::from_str("exchanges = [\"user\"]").unwrap();
+    assert_eq!(p.exchanges[0].kind, ExchangeType::Topic);
+    // Unknown types and keys are refused.
+    for bad in [
+        "exchanges = [{ name = \"a\", type = \"fanot\" }]",
+        "exchanges = [{ name = \"a\", kind = \"fanout\" }]",
+        "exchanges = [{ type = \"fanout\" }]",
+    ] {
+        let err = toml::from_str::<ConsumerConfig>(bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("exchange name or { name, type, passive }"),
+            "{bad}: {err}"
+        );
+    }
 }

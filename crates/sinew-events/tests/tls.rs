@@ -96,6 +96,7 @@ async fn publish_over(url: String, tls: Option<TlsConfig>, exchange: &str) -> Re
         amqp_url: url,
         amqp_tls: tls,
         app_id: "sinew-tls-test".into(),
+        ..PublisherConfig::default()
     });
     let result = publisher
         .publish_raw(
