@@ -66,6 +66,33 @@ use crate::{Error, ErrorKind};
 /// is a mistake).
 pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
+/// The sections that exist only with a cargo feature: (section, feature,
+/// whether this build has it).
+const FEATURE_SECTIONS: &[(&str, &str, bool)] = &[
+    ("deadline", "deadline", cfg!(feature = "deadline")),
+    ("retry", "retry", cfg!(feature = "retry")),
+    ("hedge", "retry", cfg!(feature = "retry")),
+    ("breaker", "breaker", cfg!(feature = "breaker")),
+    ("balance", "balance", cfg!(feature = "balance")),
+    ("registry", "balance", cfg!(feature = "balance")),
+    ("services", "balance", cfg!(feature = "balance")),
+    ("sign", "sign", cfg!(feature = "sign")),
+    ("metrics", "metrics", cfg!(feature = "metrics")),
+    ("server", "server", cfg!(feature = "server")),
+];
+
+/// The first section of `text` whose feature is off in `sections`.
+fn missing_feature(
+    text: &str,
+    sections: &[(&'static str, &'static str, bool)],
+) -> Option<(&'static str, &'static str)> {
+    let table = toml::from_str::<toml::Table>(text).ok()?;
+    sections
+        .iter()
+        .find(|(section, _, on)| !on && table.contains_key(*section))
+        .map(|(section, feature, _)| (*section, *feature))
+}
+
 /// The default deadline of every call.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -138,7 +165,17 @@ pub struct ClientConfig {
 impl ClientConfig {
     /// Parse TOML; `origin` (a file name) prefixes error messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<ClientConfig, Error> {
-        toml::from_str(text).map_err(|e| Error::new(ErrorKind::Config, format!("{origin}: {e}")))
+        toml::from_str(text).map_err(|e| {
+            // A section this build has no feature for reads as an unknown
+            // key; say which feature it needs instead.
+            let message = match missing_feature(text, FEATURE_SECTIONS) {
+                Some((section, feature)) => {
+                    format!("[{section}] needs the `{feature}` feature of sinew")
+                }
+                None => e.to_string(),
+            };
+            Error::new(ErrorKind::Config, format!("{origin}: {message}"))
+        })
     }
 
     /// Read and parse a TOML file (at most [`MAX_CONFIG_FILE`] bytes).
@@ -465,6 +502,15 @@ percentile = 0.95
         assert!(e.contains("line 2") && e.contains("fastest"), "{e}");
         let e = err("[servers]\n");
         assert!(e.contains("servers"), "{e}");
+    }
+
+    #[test]
+    fn a_section_without_its_feature_names_the_feature() {
+        let sections = [("breaker", "breaker", false), ("retry", "retry", true)];
+        let text = "[retry]\nmax_attempts = 2\n[breaker]\nopen_duration = \"1s\"\n";
+        assert_eq!(missing_feature(text, &sections), Some(("breaker", "breaker")));
+        assert_eq!(missing_feature("[retry]\n", &sections), None);
+        assert_eq!(missing_feature("not toml [", &sections), None);
     }
 
     #[test]
