@@ -508,7 +508,10 @@ percentile = 0.95
     fn a_section_without_its_feature_names_the_feature() {
         let sections = [("breaker", "breaker", false), ("retry", "retry", true)];
         let text = "[retry]\nmax_attempts = 2\n[breaker]\nopen_duration = \"1s\"\n";
-        assert_eq!(missing_feature(text, &sections), Some(("breaker", "breaker")));
+        assert_eq!(
+            missing_feature(text, &sections),
+            Some(("breaker", "breaker"))
+        );
         assert_eq!(missing_feature("[retry]\n", &sections), None);
         assert_eq!(missing_feature("not toml [", &sections), None);
     }
