@@ -104,8 +104,19 @@ pub(crate) async fn run() -> std::io::Result<()> {
         "{}",
         serde_json::to_string(&ports).map_err(std::io::Error::other)?
     );
-    // Exit when the parent closes our stdin.
+    // Answer the parent's questions about this process (CPU time and
+    // allocations, for the server pair); exit when it closes our stdin.
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(_)) = lines.next_line().await {}
+    while let Ok(Some(line)) = lines.next_line().await {
+        match line.trim() {
+            "count on" => crate::alloc_count::set_counting(true),
+            "count off" => crate::alloc_count::set_counting(false),
+            _ => {}
+        }
+        println!(
+            "{}",
+            serde_json::to_string(&crate::Stat::local()).map_err(std::io::Error::other)?
+        );
+    }
     Ok(())
 }
