@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Uri};
 use sinew_core::{Body, BoxError, Classifier};
-use tower::{Layer, Service};
+use tower::Service;
 
 use crate::client::{Client, Handles};
 use crate::config::{CallTimeout, ClientConfig};
@@ -302,34 +302,16 @@ impl ClientBuilder {
     /// Add your own layer around each call, inside the call's deadline and
     /// outside retries (see [`crate::stack`] for the order). Layers added
     /// first are outermost.
-    pub fn layer_per_call<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<Stack> + Send + Sync + 'static,
-        L::Service:
-            Service<Request<Body>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-        <L::Service as Service<Request<Body>>>::Error: Into<BoxError>,
-        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.per_call.push(stack::user_layer(layer));
+    pub fn layer_per_call(mut self, layer: impl stack::StackLayer) -> Self {
+        self.per_call.push(layer.into_user_layer());
         self
     }
 
     /// Add your own layer around each attempt, below the breaker (the
     /// endpoint is chosen) and above the deadline headers, signing and the
     /// transport (see [`crate::stack`]). Layers added first are outermost.
-    pub fn layer_per_attempt<L, B>(mut self, layer: L) -> Self
-    where
-        L: Layer<Stack> + Send + Sync + 'static,
-        L::Service:
-            Service<Request<Body>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
-        <L::Service as Service<Request<Body>>>::Error: Into<BoxError>,
-        <L::Service as Service<Request<Body>>>::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        self.per_attempt.push(stack::user_layer(layer));
+    pub fn layer_per_attempt(mut self, layer: impl stack::StackLayer) -> Self {
+        self.per_attempt.push(layer.into_user_layer());
         self
     }
 

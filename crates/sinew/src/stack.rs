@@ -44,10 +44,21 @@ pub type ResBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 pub type Stack = BoxCloneSyncService<Request<Body>, http::Response<ResBody>, BoxError>;
 
 /// A user's layer, boxed: applied to the stack below it.
-pub(crate) type UserLayer = Arc<dyn Fn(Stack) -> Stack + Send + Sync>;
+#[doc(hidden)]
+pub type UserLayer = Arc<dyn Fn(Stack) -> Stack + Send + Sync>;
 
-/// Box a user's layer so it composes with the stack.
-pub(crate) fn user_layer<L, B>(layer: L) -> UserLayer
+/// A tower layer that can go into the client stack
+/// ([`ClientBuilder::layer_per_call`](crate::ClientBuilder::layer_per_call),
+/// [`layer_per_attempt`](crate::ClientBuilder::layer_per_attempt)): any
+/// `Layer<Stack>` whose service answers `http::Response<B>` with a
+/// `Bytes` body (its body and error are boxed to fit).
+pub trait StackLayer: Send + Sync + 'static {
+    /// Box it, so it composes with the stack below.
+    #[doc(hidden)]
+    fn into_user_layer(self) -> UserLayer;
+}
+
+impl<L, B> StackLayer for L
 where
     L: Layer<Stack> + Send + Sync + 'static,
     L::Service:
@@ -57,13 +68,17 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    Arc::new(move |below: Stack| {
-        let svc = layer
-            .layer(below)
-            .map_err(Into::into)
-            .map_response(|r: http::Response<B>| r.map(|b| b.map_err(Into::into).boxed_unsync()));
-        BoxCloneSyncService::new(svc)
-    })
+    fn into_user_layer(self) -> UserLayer {
+        Arc::new(move |below: Stack| {
+            let svc = self
+                .layer(below)
+                .map_err(Into::into)
+                .map_response(|r: http::Response<B>| {
+                    r.map(|b| b.map_err(Into::into).boxed_unsync())
+                });
+            BoxCloneSyncService::new(svc)
+        })
+    }
 }
 
 fn apply_user_layers(below: Stack, layers: &[UserLayer]) -> Stack {
