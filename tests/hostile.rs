@@ -6,9 +6,10 @@
 //! itself forbids), never a 5xx or a dropped connection; and no mutation
 //! of a signed request's covered parts is accepted.
 //!
-//! The stack, outermost first: sinew-metrics `ServerMetricsLayer` →
-//! sinew-sign `VerifySignatureLayer` (RFC 9421 and legacy) → sinew-deadline
-//! `ServerDeadlineLayer` → `ShedLayer` → an axum `Router`.
+//! The stack is the facade's `ServerStack`, outermost first: sinew-metrics
+//! `ServerMetricsLayer` → sinew-sign `VerifySignatureLayer` (RFC 9421 and
+//! legacy) → sinew-deadline `ServerDeadlineLayer` → `ShedLayer` → an axum
+//! `Router`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,8 +21,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use proptest::prelude::*;
+use sinew::server::ServerStack;
 use sinew_core::CallContext;
-use sinew_deadline::{ServerDeadlineLayer, ShedLayer};
+use sinew_deadline::ShedLayer;
 use sinew_metrics::ServerMetricsLayer;
 use sinew_sign::{
     parse_components, Accept, SecretKey, SignConfig, Signer, StaticKeyStore, VerifiedCaller,
@@ -66,10 +68,12 @@ fn server() -> SocketAddr {
                 let app = Router::new()
                     .route("/context", get(context))
                     .route("/echo", post(echo))
-                    .layer(ShedLayer::with_limit(64))
-                    .layer(ServerDeadlineLayer::new())
-                    .layer(VerifySignatureLayer::new(verifier))
-                    .layer(ServerMetricsLayer::new());
+                    .layer(
+                        ServerStack::new()
+                            .metrics(ServerMetricsLayer::new())
+                            .verify(VerifySignatureLayer::new(verifier))
+                            .shed(ShedLayer::with_limit(64)),
+                    );
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
                 axum::serve(listener, app).await.unwrap();
