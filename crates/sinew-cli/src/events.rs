@@ -49,11 +49,42 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     sinew::config::duration::parse(s)
 }
 
-async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
+/// Completes on SIGTERM (how containers are stopped) or SIGINT (Ctrl-C).
+/// The handlers are installed here, before anything runs, so a signal that
+/// comes during the first batch is caught too (and not the default action,
+/// which would kill the process mid-batch).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    };
+                    eprintln!("sinew: {name}: finishing what is in flight, then stopping");
+                }
+                (term, int) => {
+                    if let Some(e) = term.err().or(int.err()) {
+                        eprintln!("sinew: cannot watch for SIGTERM ({e}); stopping on Ctrl-C only");
+                    }
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
-/// `sinew relay`: move outbox rows to the broker until SIGINT.
+/// `sinew relay`: move outbox rows to the broker until SIGTERM or SIGINT;
+/// the batch in flight is published, confirmed and committed first.
 pub(crate) async fn relay(args: RelayArgs) -> ExitCode {
     let config = RelayConfig {
         database_url: args.database_url,
@@ -65,7 +96,7 @@ pub(crate) async fn relay(args: RelayArgs) -> ExitCode {
         listen: !args.no_listen,
         ..RelayConfig::default()
     };
-    match Relay::new(config).run(ctrl_c()).await {
+    match Relay::new(config).run(shutdown_signal()).await {
         Ok(stats) => {
             eprintln!(
                 "sinew relay: published {} in {} batches ({} errors recovered)",
@@ -81,7 +112,8 @@ pub(crate) async fn relay(args: RelayArgs) -> ExitCode {
 }
 
 /// `sinew consume`: print every message of the configured queue as a JSON
-/// line until SIGINT.
+/// line until SIGTERM or SIGINT; the messages being handled are finished
+/// and acked, those received but not started are given back (nack, requeue).
 pub(crate) async fn consume(args: ConsumeArgs) -> ExitCode {
     let text = match std::fs::read_to_string(&args.config) {
         Ok(t) => t,
@@ -98,7 +130,8 @@ pub(crate) async fn consume(args: ConsumeArgs) -> ExitCode {
         }
     };
     let router = Router::new().default_handler(PrintHandler);
-    match Consumer::new(config, router).run(ctrl_c()).await {
+    let shutdown = shutdown_signal();
+    match Consumer::new(config, router).run(shutdown).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sinew consume: {e}");

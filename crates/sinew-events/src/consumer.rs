@@ -415,10 +415,7 @@ impl Consumer {
                 let permit = tokio::select! {
                     biased;
                     () = &mut shutdown => {
-                        let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
-                        // Wait for the in-flight handlers.
-                        let _ = permits.acquire_many(concurrency as u32).await;
-                        let _ = session.conn.close(200, "shutdown".into()).await;
+                        stop(&session, &mut stream, tag, &permits, concurrency).await;
                         break 'outer;
                     }
                     p = Arc::clone(&permits).acquire_owned() => match p {
@@ -430,9 +427,7 @@ impl Consumer {
                     biased;
                     () = &mut shutdown => {
                         drop(permit);
-                        let _ = session.channel.basic_cancel(tag.clone(), BasicCancelOptions::default()).await;
-                        let _ = permits.acquire_many(concurrency as u32).await;
-                        let _ = session.conn.close(200, "shutdown".into()).await;
+                        stop(&session, &mut stream, tag, &permits, concurrency).await;
                         break 'outer;
                     }
                     n = stream.next() => n,
@@ -467,6 +462,42 @@ impl Consumer {
         tracing::info!(?stats, "consumer stopped");
         Ok(stats)
     }
+}
+
+/// A graceful stop: no new deliveries (basic.cancel), the ones received but
+/// not started given back at once (nack, requeue: another consumer gets
+/// them without waiting for this connection to close), the handlers in
+/// flight finished (each acks, retries or dead-letters its message), then
+/// the connection closed.
+async fn stop(
+    session: &Session,
+    stream: &mut lapin::Consumer,
+    tag: ShortString,
+    permits: &Semaphore,
+    concurrency: usize,
+) {
+    let _ = session
+        .channel
+        .basic_cancel(tag, BasicCancelOptions::default())
+        .await;
+    let mut returned = 0u32;
+    // What the broker sent before the cancel is already buffered here.
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_millis(100), stream.next()).await
+    {
+        let requeue = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        if delivery.acker.nack(requeue).await.is_ok() {
+            returned += 1;
+        }
+    }
+    if returned > 0 {
+        tracing::info!(returned, "unstarted messages given back to the queue");
+    }
+    let _ = permits.acquire_many(concurrency as u32).await;
+    let _ = session.conn.close(200, "shutdown".into()).await;
 }
 
 struct Task {

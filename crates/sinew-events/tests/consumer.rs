@@ -486,3 +486,58 @@ async fn graceful_shutdown_finishes_in_flight_messages() {
     assert_eq!(depth(&ch, &cfg.queue).await, 0, "all acked");
     cleanup(&ch, &cfg, &[&x]).await;
 }
+
+#[tokio::test]
+async fn graceful_shutdown_gives_back_what_it_has_not_started() {
+    let x = unique("x");
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = Arc::clone(&started);
+    let router = Router::new().exchange(
+        &x,
+        handler_fn(move |_| {
+            let s = Arc::clone(&s);
+            async move {
+                s.notify_one();
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                Ok(())
+            }
+        }),
+    );
+    // One handler at a time, ten messages sent ahead: nine wait in the
+    // consumer when it is told to stop.
+    let mut cfg = config(vec![Binding::all(&x)]);
+    cfg.prefetch = 10;
+    cfg.concurrency = 1;
+    let consumer = Consumer::new(cfg.clone(), router);
+    consumer.declare().await.unwrap();
+    let (_conn, ch) = amqp().await;
+    for _ in 0..10 {
+        publish(&ch, &x, "k", b"{}").await;
+    }
+    let (stop, shutdown) = stopper();
+    let run = tokio::spawn(consumer.run(shutdown));
+    started.notified().await;
+    // Let the broker push the rest ahead (prefetch) before stopping.
+    let mut waited = 0;
+    while depth(&ch, &cfg.queue).await > 0 {
+        waited += 1;
+        assert!(waited < 100);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    // They are given back at once, while the started one still runs (not
+    // only when the connection closes after it).
+    let mut waited = 0;
+    while depth(&ch, &cfg.queue).await < 9 {
+        waited += 1;
+        assert!(waited < 50, "not given back within 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!run.is_finished(), "the started handler is still running");
+    let stats = run.await.unwrap().unwrap();
+    assert_eq!(stats.handled, 1, "only the started one is handled");
+    assert_eq!(stats.dead_lettered, 0);
+    // The other nine are back in the queue, none lost, none acked unhandled.
+    assert_eq!(depth(&ch, &cfg.queue).await, 9);
+    cleanup(&ch, &cfg, &[&x]).await;
+}
