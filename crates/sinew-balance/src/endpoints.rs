@@ -245,6 +245,8 @@ pub(crate) struct Set {
     rng: Option<Mutex<StdRng>>,
     /// Calls waiting for an endpoint, woken when the set changes.
     waiters: Mutex<Vec<Waker>>,
+    /// Bumped each time the waiters are woken (see [`Set::wait`]).
+    wake_generation: AtomicU64,
     /// The discovery tasks feeding this set; aborted when it is dropped.
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
     /// Discovery tasks given before a runtime was there; spawned by the
@@ -291,6 +293,7 @@ impl Set {
             wrr: Mutex::new(()),
             rng: seed.map(|s| Mutex::new(StdRng::seed_from_u64(s))),
             waiters: Mutex::new(Vec::new()),
+            wake_generation: AtomicU64::new(0),
             tasks: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             has_pending: AtomicBool::new(false),
@@ -357,15 +360,27 @@ impl Set {
         self.wake_waiters();
     }
 
-    pub(crate) fn wait(&self, waker: &Waker) {
-        let mut w = lock(&self.waiters);
-        if !w.iter().any(|x| x.will_wake(waker)) {
-            w.push(waker.clone());
+    /// Wake `waker` at the next change of the set. `registered` is the
+    /// caller's note of its last registration: a caller already registered
+    /// since the last wake-up (with the same waker) is not added again, so
+    /// each poll costs O(1) however many calls wait (no list scan).
+    pub(crate) fn wait(&self, waker: &Waker, registered: &mut Option<(u64, Waker)>) {
+        let generation = self.wake_generation.load(Ordering::Acquire);
+        if let Some((g, w)) = registered {
+            if *g == generation && w.will_wake(waker) {
+                return;
+            }
         }
+        lock(&self.waiters).push(waker.clone());
+        *registered = Some((generation, waker.clone()));
     }
 
     fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *lock(&self.waiters));
+        let waiters = {
+            let mut list = lock(&self.waiters);
+            self.wake_generation.fetch_add(1, Ordering::AcqRel);
+            std::mem::take(&mut *list)
+        };
         for w in waiters {
             w.wake();
         }
@@ -522,5 +537,34 @@ impl Set {
             .wrr_current
             .store((current - total).to_bits(), Ordering::Relaxed);
         Some(i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiting_call_registers_once_per_wake_up_without_scanning() {
+        let set = Set::new(Some(1));
+        let waker = futures_util::task::noop_waker();
+        let mut calls: Vec<Option<(u64, Waker)>> = vec![None; 1000];
+        // Every call polled many times: one entry each, however often.
+        for _ in 0..50 {
+            for registered in calls.iter_mut() {
+                set.wait(&waker, registered);
+            }
+        }
+        assert_eq!(lock(&set.waiters).len(), 1000);
+        // A change wakes them all and empties the list; the next polls
+        // register again, once each.
+        set.update(|list| list.clear());
+        assert!(lock(&set.waiters).is_empty());
+        for _ in 0..50 {
+            for registered in calls.iter_mut() {
+                set.wait(&waker, registered);
+            }
+        }
+        assert_eq!(lock(&set.waiters).len(), 1000);
     }
 }

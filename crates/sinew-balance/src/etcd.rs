@@ -82,8 +82,20 @@ impl Record {
     }
 }
 
+/// The largest instance record read (a record is a short JSON object).
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+/// The most instances of one service followed; more are skipped and reported.
+pub const MAX_INSTANCES: usize = 10_000;
+
 fn parse(kv: &KeyValue) -> Result<(String, Endpoint), SourceError> {
-    let key = String::from_utf8_lossy(kv.key()).into_owned();
+    let raw_key = kv.key();
+    let key = String::from_utf8_lossy(&raw_key[..raw_key.len().min(512)]).into_owned();
+    if kv.value().len() > MAX_RECORD_BYTES {
+        return Err(SourceError::InvalidRecord {
+            key,
+            reason: format!("the record is larger than {MAX_RECORD_BYTES} bytes"),
+        });
+    }
     let record: Record =
         serde_json::from_slice(kv.value()).map_err(|e| SourceError::InvalidRecord {
             key: key.clone(),
@@ -206,7 +218,7 @@ impl EtcdDiscovery {
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut instances = BTreeMap::new();
         for kv in resp.kvs() {
-            match parse(kv) {
+            match parse(kv).and_then(|(key, e)| room(&instances, key, e)) {
                 Ok((key, e)) => {
                     instances.insert(key, e);
                 }
@@ -243,7 +255,8 @@ impl EtcdDiscovery {
             for event in resp.events() {
                 let Some(kv) = event.kv() else { continue };
                 match event.event_type() {
-                    EventType::Put => match parse(kv) {
+                    EventType::Put => match parse(kv).and_then(|(key, e)| room(&instances, key, e))
+                    {
                         Ok((key, e)) => {
                             instances.insert(key, e);
                         }
@@ -264,6 +277,22 @@ impl EtcdDiscovery {
             }
         }
     }
+}
+
+/// `(key, endpoint)` back when there is room for it: a known key, or fewer
+/// than [`MAX_INSTANCES`].
+fn room(
+    instances: &BTreeMap<String, Endpoint>,
+    key: String,
+    e: Endpoint,
+) -> Result<(String, Endpoint), SourceError> {
+    if instances.len() >= MAX_INSTANCES && !instances.contains_key(&key) {
+        return Err(SourceError::InvalidRecord {
+            key,
+            reason: format!("more than {MAX_INSTANCES} instances: this one is not followed"),
+        });
+    }
+    Ok((key, e))
 }
 
 enum Ended {

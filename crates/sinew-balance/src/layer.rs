@@ -389,6 +389,7 @@ pin_project! {
             limit: Instant,
             sleep: Pin<Box<Sleep>>,
             chosen: Option<Arc<EndpointState>>,
+            registered: Option<(u64, std::task::Waker)>,
         },
         Failed,
     }
@@ -437,6 +438,7 @@ where
                 limit,
                 sleep: Box::pin(tokio::time::sleep_until(limit)),
                 chosen: None,
+                registered: None,
             },
             layer,
         }
@@ -483,13 +485,14 @@ where
                     limit,
                     sleep,
                     chosen,
+                    registered,
                 } => {
                     let now = Instant::now();
                     if chosen.is_none() {
                         let layer = &*this.layer;
                         // Register before looking, so a change between the
                         // look and the registration still wakes us.
-                        layer.set.wait(cx.waker());
+                        layer.set.wait(cx.waker(), registered);
                         let snap = layer.set.snapshot();
                         *chosen = layer.set.pick(
                             layer.config.strategy,

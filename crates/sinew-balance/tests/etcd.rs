@@ -200,10 +200,18 @@ async fn bad_records_are_skipped_and_reported_and_the_rest_kept() {
     )
     .await
     .unwrap();
+    // A record larger than the limit is refused before it is parsed.
+    let huge = format!(
+        r#"{{"address":"127.0.0.1:7202","metadata":{{"pad":"{}"}}}}"#,
+        "x".repeat(sinew_balance::etcd::MAX_RECORD_BYTES)
+    );
+    raw.put("/sinew/services/cart/huge", huge, None)
+        .await
+        .unwrap();
     let mut watch = Box::pin(EtcdDiscovery::new([etcd.url()], "cart").into_stream());
     let mut errors = Vec::new();
     let mut inserts = Vec::new();
-    while inserts.is_empty() || errors.len() < 2 {
+    while inserts.is_empty() || errors.len() < 3 {
         match timeout(Duration::from_secs(2), watch.next()).await.unwrap() {
             Some(Ok(c)) => inserts.push(c),
             Some(Err(e)) => errors.push(e.to_string()),
@@ -219,6 +227,12 @@ async fn bad_records_are_skipped_and_reported_and_the_rest_kept() {
         "{errors:?}"
     );
     assert!(errors.iter().any(|e| e.contains("host:port")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("cart/huge") && e.contains("larger than")),
+        "{errors:?}"
+    );
     // Registering with a bad service name is refused before any traffic.
     let err = Registration::register(
         [etcd.url()],
