@@ -12,9 +12,16 @@ const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Args)]
 pub(crate) struct RelayArgs {
+    /// The relay configuration (TOML: database_url, database_tls, amqp_url,
+    /// amqp_tls, exchanges, table, app_id, batch_size, …), instead of the
+    /// flags below.
+    #[arg(long, conflicts_with_all = [
+        "database_url", "amqp_url", "app_id", "table", "batch_size", "poll_interval", "no_listen",
+    ])]
+    config: Option<PathBuf>,
     /// The outbox database: `postgres://…` or `sqlite:…`.
-    #[arg(long = "database-url")]
-    database_url: String,
+    #[arg(long = "database-url", required_unless_present = "config")]
+    database_url: Option<String>,
     /// The broker.
     #[arg(
         long = "amqp-url",
@@ -43,6 +50,25 @@ pub(crate) struct ConsumeArgs {
     /// The consumer configuration (TOML: amqp_url, queue, bindings, …).
     #[arg(long)]
     config: PathBuf,
+}
+
+/// The most bytes read from a config file.
+const MAX_CONFIG: u64 = 1024 * 1024;
+
+/// A config file's text (at most [`MAX_CONFIG`] bytes); the error names
+/// the file.
+fn read_config(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_CONFIG + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.len() as u64 > MAX_CONFIG {
+        return Err(format!("{shown} is larger than {MAX_CONFIG} bytes"));
+    }
+    Ok(text)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -86,15 +112,33 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 /// `sinew relay`: move outbox rows to the broker until SIGTERM or SIGINT;
 /// the batch in flight is published, confirmed and committed first.
 pub(crate) async fn relay(args: RelayArgs) -> ExitCode {
-    let config = RelayConfig {
-        database_url: args.database_url,
-        amqp_url: args.amqp_url,
-        app_id: args.app_id,
-        table: args.table,
-        batch_size: args.batch_size.max(1),
-        poll_interval: args.poll_interval,
-        listen: !args.no_listen,
-        ..RelayConfig::default()
+    let config = match (&args.config, args.database_url) {
+        (Some(path), _) => match read_config(path).and_then(|text| {
+            toml::from_str::<RelayConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }) {
+            Ok(c) => RelayConfig {
+                batch_size: c.batch_size.max(1),
+                ..c
+            },
+            Err(e) => {
+                eprintln!("sinew relay: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        (None, Some(database_url)) => RelayConfig {
+            database_url,
+            amqp_url: args.amqp_url,
+            app_id: args.app_id,
+            table: args.table,
+            batch_size: args.batch_size.max(1),
+            poll_interval: args.poll_interval,
+            listen: !args.no_listen,
+            ..RelayConfig::default()
+        },
+        (None, None) => {
+            eprintln!("sinew relay: --database-url or --config is required");
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     match Relay::new(config).run(shutdown_signal()).await {
         Ok(stats) => {
@@ -115,17 +159,14 @@ pub(crate) async fn relay(args: RelayArgs) -> ExitCode {
 /// line until SIGTERM or SIGINT; the messages being handled are finished
 /// and acked, those received but not started are given back (nack, requeue).
 pub(crate) async fn consume(args: ConsumeArgs) -> ExitCode {
-    let text = match std::fs::read_to_string(&args.config) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("sinew consume: cannot read {}: {e}", args.config.display());
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let config: ConsumerConfig = match toml::from_str(&text) {
+    let path = &args.config;
+    let parsed = read_config(path).and_then(|text| {
+        toml::from_str::<ConsumerConfig>(&text).map_err(|e| format!("{}: {e}", path.display()))
+    });
+    let config = match parsed {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("sinew consume: {}: {e}", args.config.display());
+            eprintln!("sinew consume: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -366,3 +366,133 @@ async fn consume_stops_on_sigterm() {
     let _ = conn.close(200, "bye".into()).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `sinew relay --config`: the relay's TOML with TLS to the broker
+/// (scripts/tls-services.sh's amqps listener and test CA) and a fanout
+/// exchange; flags and --config do not mix.
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_from_a_config_file_over_amqps_to_a_fanout_exchange() {
+    let certs =
+        std::env::var("SINEW_TEST_TLS_DIR").unwrap_or_else(|_| "/var/lib/sinew-test-tls".into());
+    let ca = std::path::Path::new(&certs).join("ca.pem");
+    assert!(
+        ca.is_file(),
+        "run scripts/tls-services.sh (scripts/setup.sh does)"
+    );
+    let dir = std::env::temp_dir().join(format!("sinew-cli-relay-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite:{}", dir.join("outbox.db").display());
+    let db = Database::connect(&url).await.unwrap();
+    let table = "cli_config_outbox";
+    let outbox = Outbox::new(db.clone(), table).unwrap();
+    outbox.migrate().await.unwrap();
+    let exchange = format!("sinew-cli-fanout-{}", std::process::id());
+    // A queue bound with a key the events do not carry: only fanout routes.
+    let conn = Connection::connect(DEFAULT_AMQP_URL, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let queue = format!("{exchange}-q");
+    ch.queue_declare(
+        queue.as_str().into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    ch.queue_bind(
+        queue.as_str().into(),
+        exchange.as_str().into(),
+        "no.such.key".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        outbox
+            .publish_event(&exchange, "created", json!({"item_id": i}))
+            .await
+            .unwrap();
+    }
+    let cfg = dir.join("relay.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "database_url = {url:?}\ntable = {table:?}\npoll_interval = \"100ms\"\n\
+             amqp_url = \"amqps://guest:guest@localhost:5671/%2f\"\n\
+             exchanges = [{{ name = {exchange:?}, type = \"fanout\" }}]\n\
+             [amqp_tls]\nca_file = {ca:?}\n"
+        ),
+    )
+    .unwrap();
+    let cfg_arg = cfg.display().to_string();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sinew"))
+        .args(["relay", "--config", &cfg_arg, "--table", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sinew"))
+        .args(["relay", "--config", &cfg_arg])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while outbox.pending().await.unwrap() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the relay published nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = &mut child;
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("published 3"), "{err}");
+    let depth = ch
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count();
+    assert_eq!(depth, 3);
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = ch
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await;
+    let _ = conn.close(200, "bye".into()).await;
+    outbox.drop_table().await.unwrap();
+    db.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -348,8 +348,9 @@ impl Consumer {
         })
     }
 
-    /// Consume until `shutdown` completes, then stop taking messages, let
-    /// the in-flight ones finish (ack, retry or dead-letter) and return.
+    /// Consume until `shutdown` completes, then stop taking messages, give
+    /// back (nack, requeue) the ones received but not started, let the
+    /// in-flight ones finish (ack, retry or dead-letter) and return.
     /// Broker errors are logged and the consumer reconnects with backoff.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<ConsumerStats, Error> {
         tokio::pin!(shutdown);
