@@ -6,9 +6,10 @@
 #               certificate is verified when one is sent, not required.
 #               Written to /etc/rabbitmq/conf.d/90-sinew-tls.conf; RabbitMQ
 #               reads its config at boot, so the node restarts once when that
-#               file is new or changed.
+#               file or the certificates are new or changed.
 #   PostgreSQL  ssl = on with the test certificate (ALTER SYSTEM, then a
-#               reload: plaintext connections on 5432 still work), and the
+#               reload, also when the certificates change: plaintext
+#               connections on 5432 still work), and the
 #               role sinew_mtls, which may log in over TLS with its client
 #               certificate only (a `hostssl ... cert` line at the top of
 #               pg_hba.conf).
@@ -43,19 +44,26 @@ if ((missing)); then
     cargo run -q -p sinew-events --example tls_test_certs -- "$dir"
 fi
 chmod 0755 "$dir"
-# install only rewrites a copy when it differs: the servers' files stay put.
+# A copy is rewritten only when it differs; a server whose files changed
+# (new certificates) is reloaded or restarted below.
+changed_postgres=0
+changed_rabbitmq=0
 copy_for() { # user
-    local user="$1" sub="$dir/$1"
+    local user="$1" sub="$dir/$1" f mode
     install -d -m 0755 "$sub"
-    cmp -s "$dir/ca.pem" "$sub/ca.pem" || install -m 0644 -o "$user" -g "$user" "$dir/ca.pem" "$sub/ca.pem"
-    cmp -s "$dir/server.pem" "$sub/server.pem" || install -m 0644 -o "$user" -g "$user" "$dir/server.pem" "$sub/server.pem"
-    cmp -s "$dir/server-key.pem" "$sub/server-key.pem" || install -m 0600 -o "$user" -g "$user" "$dir/server-key.pem" "$sub/server-key.pem"
+    for f in ca.pem server.pem server-key.pem; do
+        if ! cmp -s "$dir/$f" "$sub/$f"; then
+            mode=0644; [ "$f" = server-key.pem ] && mode=0600
+            install -m "$mode" -o "$user" -g "$user" "$dir/$f" "$sub/$f"
+            eval "changed_$user=1"
+        fi
+    done
 }
 copy_for postgres
 copy_for rabbitmq
 
 # --- PostgreSQL --------------------------------------------------------------
-pg_reload=0
+pg_reload=$changed_postgres
 want_cert="$dir/postgres/server.pem"
 want_key="$dir/postgres/server-key.pem"
 want_ca="$dir/postgres/ca.pem"
@@ -111,7 +119,7 @@ ssl_options.certfile = $dir/rabbitmq/server.pem
 ssl_options.keyfile = $dir/rabbitmq/server-key.pem
 ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false"
-restart=0
+restart=$changed_rabbitmq
 if [ ! -f "$conf" ] || [ "$(cat "$conf")" != "$want_conf" ]; then
     say "RabbitMQ: amqps listener on 127.0.0.1:$amqps_port ($conf)"
     install -d -m 0755 "$conf_dir"
