@@ -357,6 +357,9 @@ impl ClientBuilder {
                 registry: _,
             #[cfg(feature = "balance")]
                 services: _,
+            // Applied by `sinew::proxy`.
+            #[cfg(feature = "proxy")]
+                proxy: _,
         } = &self.config;
 
         let base = match base_url {

@@ -21,6 +21,7 @@
 //! | `[server]` | [`ServerConfig`](crate::server::ServerConfig) | (server side) |
 //! | `[registry]` | [`RegistryConfig`](crate::registry::RegistryConfig) | (services by name) |
 //! | `[services.NAME]` | any of the above, per service ([`Services`](crate::Services)) | |
+//! | `[proxy]` | [`ProxyConfig`](crate::proxy::ProxyConfig) | (`sinew proxy`) |
 //!
 //! A section that is on by default is turned off with `enabled = false` in
 //! it, or `retry = false` at the top of the file. Unknown keys and bad values
@@ -160,6 +161,11 @@ pub struct ClientConfig {
     #[cfg(feature = "balance")]
     #[serde(default)]
     pub services: std::collections::BTreeMap<String, toml::Table>,
+    /// `[proxy]`: the listeners of `sinew proxy` (see
+    /// [`crate::proxy`]); clients ignore it.
+    #[cfg(feature = "proxy")]
+    #[serde(default)]
+    pub proxy: Option<crate::proxy::ProxyConfig>,
 }
 
 impl ClientConfig {

@@ -32,6 +32,8 @@ pub mod config;
 mod error;
 pub mod interceptor;
 pub mod observe;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 #[cfg(feature = "balance")]
 pub mod registry;
 mod request;

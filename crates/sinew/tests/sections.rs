@@ -42,6 +42,7 @@ const OBSERVED_ELSEWHERE: &[(&str, &str)] = &[
         "server.register",
         "tests/services.rs: services_by_name_through_nacos",
     ),
+    ("proxy", "tests/proxy.rs: every test"),
 ];
 
 #[test]
