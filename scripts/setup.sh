@@ -41,6 +41,12 @@ if ! python3 -c "import http_message_signatures, requests" >/dev/null 2>&1; then
   echo "scripts/setup.sh: installing http-message-signatures and requests (pip)" >&2
   python3 -m pip install --quiet "http-message-signatures==3.0.0" requests
 fi
+# ... and the sidecar's peers (sinew-cli tests/proxy.rs): an aiohttp
+# application with aio-request's middleware, an aio-request client.
+if ! python3 -c "import aiohttp, aio_request" >/dev/null 2>&1; then
+  echo "scripts/setup.sh: installing aiohttp and aio-request (pip)" >&2
+  python3 -m pip install --quiet "aiohttp==3.14.5" "aio-request==0.2.9"
+fi
 
 # PostgreSQL and RabbitMQ (sinew-events' tests): start them when they are down.
 scripts/services.sh

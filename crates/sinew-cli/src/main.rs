@@ -6,6 +6,7 @@
 //! sinew call   …   send calls through the full client stack
 //! sinew relay  …   publish outbox rows to RabbitMQ (sinew-events)
 //! sinew consume …  print a queue's messages as JSON lines
+//! sinew proxy  …   the whole stack as a sidecar (inbound, outbound, admin)
 //! ```
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod call;
 mod events;
+mod proxy;
 mod raw;
 mod sign;
 
@@ -43,6 +45,9 @@ enum Command {
     Relay(events::RelayArgs),
     /// Print the messages of a queue as JSON lines until interrupted.
     Consume(events::ConsumeArgs),
+    /// Run the sidecar: inbound through the server stack to the local
+    /// application, outbound to services by name, until SIGTERM.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn run(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
@@ -73,5 +78,6 @@ fn main() -> ExitCode {
         Command::Call(args) => run(call::run(args)),
         Command::Relay(args) => run(events::relay(args)),
         Command::Consume(args) => run(events::consume(args)),
+        Command::Proxy(args) => run(proxy::run(args)),
     }
 }

@@ -34,6 +34,9 @@ pub const HEADER_ROUTING_KEY: &str = "x-sinew-routing-key";
 /// Header of a dead-lettered message: how many times the handler ran.
 pub const HEADER_ATTEMPTS: &str = "x-sinew-attempts";
 
+/// The default [`ConsumerConfig::max_body_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
 /// A queue binding: `exchange` with `routing_key` (default `#`, every key)
 /// and, for a `headers` exchange, `arguments`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,11 @@ pub struct ConsumerConfig {
     pub prefetch: u16,
     /// Handlers running at once. Default 16.
     pub concurrency: usize,
+    /// The largest message body the consumer parses, in bytes; a larger one
+    /// is dead-lettered unparsed with the reason `body of N bytes exceeds
+    /// max_body_bytes (M)`. Default 1 MiB (1048576). The broker's own
+    /// limit (`max_message_size`) still applies before this.
+    pub max_body_bytes: usize,
     /// Handler calls per message before it is dead-lettered (1 = no retry).
     /// Default 5.
     pub max_attempts: u32,
@@ -158,6 +166,7 @@ impl Default for ConsumerConfig {
             dead_letter_queue: None,
             prefetch: 64,
             concurrency: 16,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_attempts: 5,
             retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(10),
@@ -407,6 +416,7 @@ impl Consumer {
                 counters: Arc::clone(&self.counters),
                 dlq_channel: session.dlq_channel.clone(),
                 dlq: session.dlq.clone(),
+                max_body_bytes: self.config.max_body_bytes,
                 max_attempts: self.config.max_attempts.max(1),
                 retry_delay: self.config.retry_delay,
                 max_retry_delay: self.config.max_retry_delay,
@@ -507,6 +517,7 @@ struct Task {
     counters: Arc<Counters>,
     dlq_channel: Channel,
     dlq: ShortString,
+    max_body_bytes: usize,
     max_attempts: u32,
     retry_delay: Duration,
     max_retry_delay: Duration,
@@ -520,6 +531,15 @@ impl Task {
     async fn process(&self, delivery: lapin::message::Delivery) {
         let exchange = delivery.exchange.as_str().to_owned();
         let routing_key = delivery.routing_key.as_str().to_owned();
+        if delivery.data.len() > self.max_body_bytes {
+            let reason = format!(
+                "body of {} bytes exceeds max_body_bytes ({})",
+                delivery.data.len(),
+                self.max_body_bytes
+            );
+            self.dead_letter(&delivery, &reason, "too_large", 0).await;
+            return;
+        }
         let body = match serde_json::from_slice::<serde_json::Value>(&delivery.data) {
             Ok(v) => v,
             Err(e) => {
@@ -594,8 +614,9 @@ impl Task {
         kind: &'static str,
         attempts: u32,
     ) {
+        let reason = crate::error::bounded_reason(reason.to_owned());
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-        headers.insert(ShortString::from(HEADER_REASON), header_str(reason));
+        headers.insert(ShortString::from(HEADER_REASON), header_str(&reason));
         headers.insert(
             ShortString::from(HEADER_EXCHANGE),
             header_str(delivery.exchange.as_str()),

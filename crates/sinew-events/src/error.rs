@@ -23,9 +23,48 @@ pub enum WireError {
         /// What was wrong.
         reason: String,
     },
-    /// A timestamp that is not ISO 8601 / RFC 3339.
-    #[error("invalid timestamp {0:?}")]
+    /// A timestamp that is not ISO 8601 / RFC 3339: the value as a short,
+    /// escaped, quoted prefix (32 characters and the length when cut), never
+    /// the whole input.
+    #[error("invalid timestamp {0}")]
     Timestamp(String),
+}
+
+/// How many characters of a peer's value an error message quotes.
+pub(crate) const SNIPPET_CHARS: usize = 32;
+
+/// A peer's value as it may appear in an error message or a dead-letter
+/// reason: at most [`SNIPPET_CHARS`] characters, quoted and escaped (control
+/// characters, quotes and backslashes as Rust escapes), and, when cut, the
+/// whole value's length in bytes. The cost is bounded whatever the input.
+pub(crate) fn snippet(value: &str) -> String {
+    let mut chars = value.char_indices();
+    let cut = chars.nth(SNIPPET_CHARS).map(|(i, _)| i);
+    let prefix = &value[..cut.unwrap_or(value.len())];
+    match cut {
+        Some(_) => format!("{prefix:?}… ({} bytes)", value.len()),
+        None => format!("{prefix:?}"),
+    }
+}
+
+/// At most this many bytes of a dead-letter reason (`x-sinew-reason`): a
+/// handler's error may quote what it was given.
+pub(crate) const REASON_MAX_BYTES: usize = 1024;
+
+/// `reason` cut to [`REASON_MAX_BYTES`] at a character boundary, marked `…`
+/// when cut.
+pub(crate) fn bounded_reason(reason: String) -> String {
+    if reason.len() <= REASON_MAX_BYTES {
+        return reason;
+    }
+    let mut end = REASON_MAX_BYTES - '…'.len_utf8();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = reason;
+    out.truncate(end);
+    out.push('…');
+    out
 }
 
 /// Errors of the outbox, the relay, the publisher and the consumer.
@@ -128,5 +167,35 @@ impl fmt::Display for Permanent {
 impl std::error::Error for Permanent {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&*self.inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_are_short_and_escaped() {
+        assert_eq!(snippet("soon"), r#""soon""#);
+        let long = format!("2026-{}", "\u{1b}[31m\"x".repeat(10_000));
+        let s = snippet(&long);
+        assert!(s.len() < 4 * SNIPPET_CHARS + 40, "{s}");
+        assert!(s.starts_with(r#""2026-\u{1b}[31m\"x"#), "{s}");
+        assert!(s.ends_with(&format!("… ({} bytes)", long.len())), "{s}");
+        assert!(!s.contains('\u{1b}'));
+        // Multi-byte characters are never split.
+        let s = snippet(&"я".repeat(100));
+        assert!(
+            s.starts_with(&format!("\"{}\"…", "я".repeat(SNIPPET_CHARS))),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn reasons_are_bounded() {
+        assert_eq!(bounded_reason("short".into()), "short");
+        let r = bounded_reason("ж".repeat(5000));
+        assert!(r.len() <= REASON_MAX_BYTES);
+        assert!(r.ends_with('…'));
     }
 }

@@ -46,8 +46,10 @@
 //! * [`Consumer`] + [`Router`] — handlers by exchange and routing key (exact,
 //!   `*`/`#` patterns, exchange catch-all, default), typed [`event_handler`]
 //!   and [`command_handler`] (expired commands acked and dropped), bounded
-//!   retries with backoff, then a dead-letter queue; malformed JSON goes to
-//!   the dead-letter queue at once with the reason in `x-sinew-reason`.
+//!   retries with backoff, then a dead-letter queue; a body over
+//!   `max_body_bytes` (1 MiB by default, checked before parsing) and
+//!   malformed JSON go to the dead-letter queue at once with the reason in
+//!   `x-sinew-reason`.
 //! * [`wire`] — the envelope, camelCasing and timestamps of COMPAT.md.
 //!
 //! # Guarantees and limits
@@ -70,6 +72,12 @@
 //!   unacknowledged; if the consumer dies meanwhile the broker redelivers
 //!   the message and the attempt count starts again. Unrouted messages are
 //!   acked and counted, never requeued.
+//! * **Peer input is bounded.** A body over `max_body_bytes` is
+//!   dead-lettered before it is parsed; JSON nesting is bounded (serde_json's
+//!   recursion limit, 128); topic patterns match in O(pattern words × key
+//!   words) with no backtracking; error messages and `x-sinew-reason` quote
+//!   at most a short escaped prefix of a peer's value and stay under 1 KiB.
+//!   Bad input is dead-lettered with its body unchanged, never dropped.
 //!
 //! # Exchanges
 //!
@@ -146,7 +154,7 @@
 //! `sinew_events_relay_nacked_total`, `sinew_events_future_cancelled_total`,
 //! `sinew_events_consumed_total{outcome}` (`ok`, `unrouted`, `dead_lettered`),
 //! `sinew_events_handler_retries_total`, `sinew_events_dead_lettered_total{reason}`
-//! (`malformed`, `permanent`, `handler_failed`), `sinew_events_commands_expired_total`.
+//! (`too_large`, `malformed`, `permanent`, `handler_failed`), `sinew_events_commands_expired_total`.
 
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
@@ -168,8 +176,8 @@ pub mod wire;
 
 pub use broker::{Publisher, PublisherConfig};
 pub use consumer::{
-    Binding, Consumer, ConsumerConfig, ConsumerStats, HEADER_ATTEMPTS, HEADER_EXCHANGE,
-    HEADER_REASON, HEADER_ROUTING_KEY,
+    Binding, Consumer, ConsumerConfig, ConsumerStats, DEFAULT_MAX_BODY_BYTES, HEADER_ATTEMPTS,
+    HEADER_EXCHANGE, HEADER_REASON, HEADER_ROUTING_KEY,
 };
 pub use error::{Error, Permanent, WireError};
 pub use exchange::{ExchangeConfig, ExchangeType, HEADER_ROUTING_KEY_MATCH};

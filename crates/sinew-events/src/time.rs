@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::error::WireError;
+use crate::error::{snippet, WireError};
 
 /// Milliseconds since the Unix epoch (negative before it).
 pub(crate) fn to_millis(t: SystemTime) -> i64 {
@@ -69,6 +69,7 @@ pub fn format_timestamp(t: SystemTime) -> String {
 }
 
 /// Parse an ISO 8601 / RFC 3339 timestamp leniently (see the module docs).
+/// The error quotes at most a short, escaped prefix of `s`.
 ///
 /// ```
 /// use sinew_events::wire::{format_timestamp, parse_timestamp};
@@ -78,7 +79,7 @@ pub fn format_timestamp(t: SystemTime) -> String {
 /// assert_eq!(format_timestamp(parse_timestamp("2026-11-23T20:04:25Z").unwrap()), "2026-11-23T20:04:25.000Z");
 /// ```
 pub fn parse_timestamp(s: &str) -> Result<SystemTime, WireError> {
-    let bad = || WireError::Timestamp(s.to_owned());
+    let bad = || WireError::Timestamp(snippet(s));
     let b = s.trim().as_bytes();
     let num = |range: std::ops::Range<usize>| -> Result<i64, WireError> {
         let part = b.get(range).ok_or_else(bad)?;
@@ -182,6 +183,26 @@ mod tests {
         ] {
             assert!(parse_timestamp(s).is_err(), "{s:?} accepted");
         }
+    }
+
+    #[test]
+    fn errors_quote_a_short_prefix() {
+        let huge = format!("2026-11-23T20:04:25Z{}", "\"\n".repeat(100_000));
+        let Err(WireError::Timestamp(quoted)) = parse_timestamp(&huge) else {
+            panic!("accepted")
+        };
+        assert!(quoted.len() < 100, "{quoted}");
+        assert!(
+            quoted.starts_with(r#""2026-11-23T20:04:25Z\"\n"#),
+            "{quoted}"
+        );
+        let msg = WireError::Timestamp(quoted).to_string();
+        assert!(msg.ends_with("(200020 bytes)"), "{msg}");
+        assert!(!msg.contains('\n'));
+        assert_eq!(
+            parse_timestamp("soon").unwrap_err().to_string(),
+            r#"invalid timestamp "soon""#
+        );
     }
 
     proptest! {

@@ -20,7 +20,7 @@ use lapin::types::ShortString;
 use lapin::BasicProperties;
 use serde_json::{Map, Value};
 
-use crate::error::WireError;
+use crate::error::{snippet, WireError};
 pub use crate::time::{format_timestamp, parse_timestamp};
 
 /// The AMQP content type of every message.
@@ -120,6 +120,19 @@ pub struct EventEnvelope {
     pub payload: Value,
 }
 
+/// What kind of JSON value `v` is (for errors: never the value itself,
+/// which a peer chose and may be huge).
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn get<'a>(map: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a Value> {
     keys.iter().find_map(|k| map.get(*k))
 }
@@ -159,12 +172,12 @@ impl EventEnvelope {
             })?,
             Some(Value::String(s)) => s.trim().parse().map_err(|_| WireError::InvalidValue {
                 key: "eventId",
-                reason: format!("{s:?} is not an integer"),
+                reason: format!("{} is not an integer", snippet(s)),
             })?,
             Some(other) => {
                 return Err(WireError::InvalidValue {
                     key: "eventId",
-                    reason: format!("unexpected {other}"),
+                    reason: format!("unexpected {}", json_kind(other)),
                 })
             }
             None => return Err(WireError::MissingKey("eventId")),
