@@ -1,10 +1,12 @@
 //! `sinew sign` and `sinew verify`: raw HTTP requests on stdin.
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use sinew_core::config::Secret;
 use sinew_core::FixedClock;
 use sinew_sign::{
     parse_components, Accept, SecretKey, SignConfig, Signer, StaticKeyStore, Verifier, VerifyConfig,
@@ -24,24 +26,55 @@ pub(crate) enum ProfileArg {
     Legacy,
 }
 
+/// Where the key comes from: exactly one of these. A file or an
+/// environment variable keeps it out of the command line, which every user
+/// of the machine can read (`ps`, `/proc/PID/cmdline`).
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("key").required(true).args(["key_b64", "key_text"])))]
+#[command(group(
+    clap::ArgGroup::new("key")
+        .required(true)
+        .args(["key_file", "key_env", "key_b64", "key_text"])
+))]
 pub(crate) struct KeyArgs {
-    /// The secret, base64-encoded.
-    #[arg(long = "key-b64")]
+    /// Read the secret from this file: its bytes, one final newline dropped,
+    /// at most 64 KiB.
+    #[arg(long = "key-file", value_name = "PATH")]
+    key_file: Option<PathBuf>,
+    /// Read the secret from this environment variable (its bytes).
+    #[arg(long = "key-env", value_name = "VAR")]
+    key_env: Option<String>,
+    /// The secret, base64-encoded, on the command line. Other users see it
+    /// in `ps`: for quick tries; use --key-file or --key-env otherwise.
+    #[arg(long = "key-b64", value_name = "BASE64")]
     key_b64: Option<String>,
-    /// The secret as text (its UTF-8 bytes).
-    #[arg(long = "key-text")]
+    /// The secret as text (its UTF-8 bytes) on the command line. Other
+    /// users see it in `ps`: for quick tries; use --key-file or --key-env
+    /// otherwise.
+    #[arg(long = "key-text", value_name = "TEXT")]
     key_text: Option<String>,
 }
 
 impl KeyArgs {
-    fn load(&self) -> Result<SecretKey, String> {
-        match (&self.key_b64, &self.key_text) {
-            (Some(b), _) => SecretKey::from_base64(b).map_err(|e| format!("--key-b64: {e}")),
-            (None, Some(t)) => SecretKey::from_text(t).map_err(|e| format!("--key-text: {e}")),
-            (None, None) => Err("give --key-b64 or --key-text".into()),
+    /// The one [`Secret`] the flags name (clap has checked there is one).
+    fn secret(&self) -> Result<(Secret, &'static str), String> {
+        if let Some(p) = &self.key_file {
+            Ok((Secret::File(p.clone()), "--key-file"))
+        } else if let Some(v) = &self.key_env {
+            Ok((Secret::Env(v.clone()), "--key-env"))
+        } else if let Some(b) = &self.key_b64 {
+            Ok((Secret::Base64(b.clone()), "--key-b64"))
+        } else if let Some(t) = &self.key_text {
+            Ok((Secret::Text(t.clone()), "--key-text"))
+        } else {
+            Err("give the key with --key-file, --key-env, --key-b64 or --key-text".into())
         }
+    }
+
+    /// Load the key. Errors name where it was read from, never the secret.
+    fn load(&self) -> Result<SecretKey, String> {
+        let (secret, flag) = self.secret()?;
+        let bytes = secret.load().map_err(|e| format!("{flag}: {e}"))?;
+        SecretKey::from_bytes(bytes).map_err(|e| format!("{flag}: {e}"))
     }
 }
 
