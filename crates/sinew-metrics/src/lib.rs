@@ -1,6 +1,7 @@
 //! Metrics and tracing for sinew: a client [`MetricsLayer`], a
 //! [`ServerMetricsLayer`], a Prometheus endpoint, `tracing` spans and W3C
-//! `traceparent` propagation without OpenTelemetry.
+//! `traceparent` propagation, with or without OpenTelemetry (feature
+//! `opentelemetry`).
 //!
 //! Everything is recorded through the [`metrics`] facade, so it lands in
 //! the application's own exporter; [`prometheus`] is a ready one with
@@ -153,6 +154,20 @@
 //! one, is ignored and a new trace starts), merges it into the request's
 //! `CallContext` extension and runs the inner service inside that context,
 //! so the calls a handler makes continue the trace.
+//!
+//! ## With OpenTelemetry
+//!
+//! With the `opentelemetry` feature and a
+//! [tracing-opentelemetry](https://docs.rs/tracing-opentelemetry) layer in
+//! the subscriber, the `http.client`/`http.server` spans are the exported
+//! OpenTelemetry spans and the wire carries their ids: an inbound
+//! `traceparent`/`tracestate` becomes the server span's remote parent, and
+//! the outgoing headers name the client span itself (its parent is the
+//! current span), so traces link across services. `url.full`,
+//! `http.request.resend_count` and the span status follow OpenTelemetry's
+//! HTTP semantic conventions. Without such a layer nothing changes. See
+//! the `otel` module (built with the feature) and `examples/otel.rs` in the
+//! repository.
 #![forbid(unsafe_code)]
 #![deny(unreachable_pub)]
 #![warn(missing_docs)]
@@ -162,6 +177,8 @@ pub mod client;
 pub mod config;
 mod labels;
 pub mod names;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
 pub mod server;

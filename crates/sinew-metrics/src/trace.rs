@@ -103,6 +103,24 @@ impl fmt::Display for SpanIdDisplay {
     }
 }
 
+/// The initial value of a span's `trace_id`/`span_id` field: the value
+/// itself, or with the `opentelemetry` feature nothing yet (the span's
+/// OpenTelemetry ids are known only once it exists; `otel::client_span` and
+/// `otel::server_span` record them, or these values when no OpenTelemetry
+/// layer is installed).
+#[cfg(not(feature = "opentelemetry"))]
+#[inline(always)]
+pub(crate) fn field<T>(value: T) -> Option<T> {
+    Some(value)
+}
+
+/// See the other `field`: with the feature, the field starts empty.
+#[cfg(feature = "opentelemetry")]
+#[inline(always)]
+pub(crate) fn field<T>(_value: T) -> Option<T> {
+    None
+}
+
 /// What the inbound `traceparent` header said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inbound {

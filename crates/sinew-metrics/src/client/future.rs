@@ -118,6 +118,10 @@ impl Recording {
         if let Some(e) = error_type {
             self.span.record("error.type", e);
         }
+        #[cfg(feature = "opentelemetry")]
+        if status.as_u16() >= 400 {
+            crate::otel::set_error(&self.span, error_type.unwrap_or(""));
+        }
         tracing::debug!(parent: &self.span, status = status.as_u16(), error.type = error_type, "http client response");
         self.finish(outcome);
     }
@@ -144,6 +148,8 @@ impl Recording {
             }
         }
         self.span.record("error.type", kind.as_str());
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::set_error(&self.span, kind.as_str());
         tracing::debug!(parent: &self.span, error = %error, error.type = kind.as_str(), "http client call failed");
         self.finish(outcome);
     }
@@ -160,6 +166,8 @@ impl Recording {
             }
         }
         self.span.record("error.type", CANCELLED);
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::set_error(&self.span, CANCELLED);
         tracing::debug!(parent: &self.span, "http client call cancelled");
         self.finish(outcome);
     }

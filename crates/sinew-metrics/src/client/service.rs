@@ -102,6 +102,8 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let start = Instant::now();
         let layer = &self.layer;
+        #[cfg(feature = "opentelemetry")]
+        let otel_parent = crate::otel::client_parent(&req);
         let trace = trace_of(&mut req);
         let span_id = if layer.propagate {
             let id = crate::trace::new_span_id();
@@ -169,10 +171,20 @@ where
             url.path = req.uri().path(),
             url.template = template.map(|t| t.as_str()),
             sinew.scope = layer.scope.as_str(),
-            trace_id = %TraceIdDisplay(&trace),
-            span_id = %crate::trace::SpanIdDisplay(span_id),
+            trace_id = crate::trace::field(tracing::field::display(TraceIdDisplay(&trace))),
+            span_id = crate::trace::field(tracing::field::display(crate::trace::SpanIdDisplay(span_id))),
             http.response.status_code = tracing::field::Empty,
             error.type = tracing::field::Empty,
+        );
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::client_span(
+            &span,
+            &mut req,
+            otel_parent,
+            layer.propagate,
+            layer.scope,
+            &trace,
+            span_id,
         );
         let future = {
             let _entered = span.enter();

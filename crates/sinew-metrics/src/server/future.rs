@@ -117,6 +117,10 @@ impl ServerRecording {
         }
         self.span
             .record("http.response.status_code", status.as_u16());
+        #[cfg(feature = "opentelemetry")]
+        if status.is_server_error() {
+            crate::otel::set_error(&self.span, "");
+        }
     }
 
     /// The inner service failed: no response at all.
@@ -134,6 +138,8 @@ impl ServerRecording {
                 .push(Name::ResponseStatus, Value::Status(aio_status)),
         }
         self.span.record("error.type", error_type);
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::set_error(&self.span, error_type);
     }
 
     /// The response body failed after the headers were sent.
@@ -142,6 +148,8 @@ impl ServerRecording {
             self.outcome.push(Name::ErrorType, Value::Str(BODY_ERROR));
         }
         self.span.record("error.type", BODY_ERROR);
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::set_error(&self.span, BODY_ERROR);
         tracing::debug!(parent: &self.span, "http server: response body failed");
         self.finish();
     }

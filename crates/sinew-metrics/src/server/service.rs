@@ -179,7 +179,7 @@ where
                 url.scheme = scheme,
                 url.path = parts.uri.path(),
                 http.route = route,
-                trace_id = %TraceIdDisplay(&trace),
+                trace_id = crate::trace::field(tracing::field::display(TraceIdDisplay(&trace))),
                 parent_span_id = %SpanIdDisplay(trace.parent_id()),
                 traceparent.inbound = matches!(inbound, Inbound::Valid(_)),
                 http.response.status_code = tracing::field::Empty,
@@ -187,6 +187,8 @@ where
             );
             (handles, span)
         };
+        #[cfg(feature = "opentelemetry")]
+        let ctx = crate::otel::server_span(&span, &parts.headers, inbound, existing, ctx);
         parts.extensions.insert(ctx);
         let req = Request::from_parts(parts, body);
 
