@@ -92,6 +92,8 @@ impl BrokerLink {
         properties: BasicProperties,
     ) -> Result<PublisherConfirm, Error> {
         self.ensure_exchange(exchange).await?;
+        #[cfg(feature = "opentelemetry")]
+        let span = crate::otel::publish_span(exchange, routing_key, body.len(), &properties);
         let properties = if type_of(&self.exchanges, exchange) == ExchangeType::Headers {
             // Headers exchanges ignore the routing key: carry it as a header.
             let mut headers = properties.headers().clone().unwrap_or_default();
@@ -103,16 +105,19 @@ impl BrokerLink {
         } else {
             properties
         };
-        Ok(self
-            .channel
-            .basic_publish(
-                short(exchange, "exchange name")?,
-                short(routing_key, "routing key")?,
-                lapin::options::BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await?)
+        let publish = self.channel.basic_publish(
+            short(exchange, "exchange name")?,
+            short(routing_key, "routing key")?,
+            lapin::options::BasicPublishOptions::default(),
+            body,
+            #[cfg(feature = "opentelemetry")]
+            crate::otel::inject(&span, properties),
+            #[cfg(not(feature = "opentelemetry"))]
+            properties,
+        );
+        #[cfg(feature = "opentelemetry")]
+        let publish = tracing::Instrument::instrument(publish, span);
+        Ok(publish.await?)
     }
 
     pub(crate) async fn close(self) {

@@ -529,6 +529,16 @@ fn header_str(value: &str) -> AMQPValue {
 
 impl Task {
     async fn process(&self, delivery: lapin::message::Delivery) {
+        #[cfg(feature = "opentelemetry")]
+        {
+            let span = crate::otel::process_span(&delivery);
+            tracing::Instrument::instrument(self.process_inner(delivery), span).await
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        self.process_inner(delivery).await
+    }
+
+    async fn process_inner(&self, delivery: lapin::message::Delivery) {
         let exchange = delivery.exchange.as_str().to_owned();
         let routing_key = delivery.routing_key.as_str().to_owned();
         if delivery.data.len() > self.max_body_bytes {

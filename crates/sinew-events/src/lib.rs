@@ -167,6 +167,8 @@ mod consumer;
 mod error;
 mod exchange;
 mod message;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 mod outbox;
 mod relay;
 mod router;
