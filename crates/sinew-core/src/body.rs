@@ -118,28 +118,53 @@ impl Body {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let mut body = Box::pin(
-            body.map_frame(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
-                .map_err(Into::into),
-        );
-        // Fast path: the whole body is one known-size chunk.
+        Self::buffer_unpin(Box::pin(body), limit).await
+    }
+
+    /// [`Body::buffer`] for a body that is `Unpin` (hyper's `Incoming` is):
+    /// it is read in place, and boxed only if it turns out larger than
+    /// `limit` and streams on.
+    pub async fn buffer_unpin<B>(mut body: B, limit: usize) -> Result<Body, BoxError>
+    where
+        B: http_body::Body + Unpin + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        // Fast path: the whole body is one chunk, kept without a list (the
+        // list is allocated only when a second chunk comes).
+        let mut first: Option<Bytes> = None;
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut total = 0usize;
         let mut trailers = None;
         loop {
             match body.frame().await {
                 None => break,
-                Some(Err(e)) => return Err(e),
+                Some(Err(e)) => return Err(e.into()),
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
+                    Ok(mut data) => {
+                        let data = data.copy_to_bytes(data.remaining());
                         total = total.saturating_add(data.len());
-                        chunks.push(data);
+                        match first.take() {
+                            None if chunks.is_empty() => first = Some(data),
+                            earlier => {
+                                chunks.extend(earlier);
+                                chunks.push(data);
+                            }
+                        }
                         if total > limit {
-                            let prefix = chunks.into_iter().map(Frame::data).collect();
+                            let prefix = first
+                                .take()
+                                .into_iter()
+                                .chain(chunks)
+                                .map(Frame::data)
+                                .collect();
+                            let rest = body
+                                .map_frame(|f| f.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                                .map_err(Into::into);
                             return Ok(Body {
                                 kind: Kind::Stream {
                                     prefix,
-                                    rest: Some(body),
+                                    rest: Some(Box::pin(rest)),
                                 },
                             });
                         }
@@ -155,10 +180,11 @@ impl Body {
                 },
             }
         }
-        let data = match chunks.len() {
-            0 => Bytes::new(),
-            1 => chunks.pop().unwrap_or_default(),
-            _ => {
+        let data = match (first, chunks.len()) {
+            (Some(data), _) => data,
+            (None, 0) => Bytes::new(),
+            (None, 1) => chunks.pop().unwrap_or_default(),
+            (None, _) => {
                 let mut buf = Vec::with_capacity(total);
                 for c in chunks {
                     buf.extend_from_slice(&c);
@@ -364,7 +390,11 @@ pub fn try_clone_request<B: TryCloneBody>(req: &http::Request<B>) -> Option<http
     *out.method_mut() = req.method().clone();
     *out.uri_mut() = req.uri().clone();
     *out.version_mut() = req.version();
-    *out.headers_mut() = req.headers().clone();
+    // An empty map may still hold an allocation (reserved capacity): a
+    // fresh one costs nothing.
+    if !req.headers().is_empty() {
+        *out.headers_mut() = req.headers().clone();
+    }
     *out.extensions_mut() = req.extensions().clone();
     Some(out)
 }
@@ -495,6 +525,18 @@ mod tests {
             .unwrap();
         assert!(!body.is_replayable());
         assert!(body.try_clone_body().is_none());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdefgh");
+    }
+
+    #[tokio::test]
+    async fn one_chunk_and_empty_bodies() {
+        let body = Body::buffer(chunked(&["abcdef"]), 6).await.unwrap();
+        assert_eq!(body.bytes().unwrap(), &Bytes::from("abcdef"));
+        let body = Body::buffer(chunked(&[]), 6).await.unwrap();
+        assert_eq!(body.bytes().unwrap(), &Bytes::new());
+        // Over the cap with the first chunk: streamed, nothing lost.
+        let body = Body::buffer(chunked(&["abcdefg", "h"]), 3).await.unwrap();
+        assert!(!body.is_replayable());
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdefgh");
     }
 

@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use http::{Method, Request, Uri};
-use http_body_util::BodyExt;
 use sinew_core::{Body, BoxError, Classifier};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::builder::ClientBuilder;
 use crate::interceptor::{Interceptor, Interceptors, ResponseInfo};
@@ -31,9 +30,18 @@ pub struct Client {
 struct Inner {
     base: Option<Uri>,
     stack: Stack,
+    /// Copies of `stack` between calls. A call takes one (or clones `stack`
+    /// when none is free), makes it ready, calls it and puts it back at once:
+    /// the stack's layers are not cloned and dropped on every call, and
+    /// their shared counters are not touched by every core on every call.
+    spare: std::sync::Mutex<Vec<Stack>>,
     interceptors: Interceptors,
     handles: Handles,
 }
+
+/// At most this many copies of the stack wait between calls (about one per
+/// thread calling at the same moment is ever needed).
+const MAX_SPARE_STACKS: usize = 64;
 
 /// What the client keeps of its layers to observe and control them.
 #[derive(Default)]
@@ -79,6 +87,7 @@ impl Client {
             inner: Arc::new(Inner {
                 base,
                 stack,
+                spare: std::sync::Mutex::new(Vec::new()),
                 interceptors: Interceptors::default(),
                 handles,
             }),
@@ -108,6 +117,11 @@ impl Client {
     #[cfg(feature = "retry")]
     pub fn retry_budget(&self) -> Option<&sinew_retry::RetryBudget> {
         self.inner.handles.retry.as_ref()?.retry_budget()
+    }
+
+    /// The base URL relative paths are joined to.
+    pub(crate) fn base(&self) -> Option<&Uri> {
+        self.inner.base.as_ref()
     }
 
     pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<Uri, Error> {
@@ -239,23 +253,40 @@ impl Client {
         }
     }
 
+    /// A copy of the stack to call: a spare one, or a fresh clone.
+    fn take_stack(&self) -> Stack {
+        let spare = match self.inner.spare.lock() {
+            Ok(mut v) => v.pop(),
+            Err(poisoned) => poisoned.into_inner().pop(),
+        };
+        spare.unwrap_or_else(|| self.inner.stack.clone())
+    }
+
+    /// Return a copy of the stack after a call was made on it.
+    fn put_back(&self, stack: Stack) {
+        let mut v = match self.inner.spare.lock() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if v.len() < MAX_SPARE_STACKS {
+            v.push(stack);
+        }
+    }
+
     async fn send_mapped(&self, req: Request<Body>) -> Result<Response, Error> {
-        let resp = self
-            .inner
-            .stack
-            .clone()
-            .oneshot(req)
-            .await
-            .map_err(Error::from_stack)?;
+        let mut stack = self.take_stack();
+        // A stack that fails to become ready is dropped, not reused.
+        stack.ready().await.map_err(Error::from_stack)?;
+        let call = stack.call(req);
+        self.put_back(stack);
+        let resp = call.await.map_err(Error::from_stack)?;
         let status = resp.status();
         let (head, body) = resp.into_parts();
         if status.is_success() || status.is_redirection() {
             return Ok(Response::new(head, body));
         }
-        let bytes = body
-            .collect()
+        let bytes = crate::response::collect_bytes(body)
             .await
-            .map(|c| c.to_bytes())
             .unwrap_or_default();
         Err(Error::from_response_parts(
             &head,

@@ -37,7 +37,8 @@ pub struct RequestBuilder {
     client: Option<Client>,
     method: Method,
     template: String,
-    params: Vec<(String, String)>,
+    /// The path parameters, percent-encoded, in one buffer (see [`Params`]).
+    params: Params,
     query: String,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Option<Bytes>,
@@ -68,7 +69,7 @@ impl RequestBuilder {
             client,
             method,
             template: path.to_string(),
-            params: Vec::new(),
+            params: Params::default(),
             query: String::new(),
             headers: Vec::new(),
             body: None,
@@ -91,7 +92,7 @@ impl RequestBuilder {
     /// Fill the `{name}` placeholder of the path; the value is
     /// percent-encoded so it stays one segment.
     pub fn param(mut self, name: &str, value: impl ToString) -> Self {
-        self.params.push((name.to_string(), value.to_string()));
+        self.params.push(name, &value.to_string());
         self
     }
 
@@ -197,12 +198,21 @@ impl RequestBuilder {
         if let Some(e) = self.error {
             return Err(e);
         }
-        let path = fill_template(&self.template, &self.params)?;
         let client = self
             .client
             .ok_or_else(|| Error::new(ErrorKind::InvalidRequest, "the call has no client"))?;
-        let uri = client.resolve(&path, &self.query)?;
+        // The path is filled straight into the URL's one buffer.
+        let (template, params) = (&self.template, &self.params);
+        let uri = join_with(
+            client.base(),
+            template.len() + 16,
+            |out| fill_template_into(out, template, params),
+            &self.query,
+        )?;
         let mut req = Request::new(self.body.map(Body::full).unwrap_or_default());
+        // Room for the headers the layers add to every attempt (deadline,
+        // priority, traceparent, signature, host), reserved once.
+        *req.headers_mut() = http::HeaderMap::with_capacity(12 + self.headers.len());
         *req.method_mut() = self.method;
         *req.uri_mut() = uri;
         if let Some(ct) = self.content_type {
@@ -240,9 +250,54 @@ impl RequestBuilder {
     }
 }
 
+/// Path parameters, each stored once as `<name length>:<name><encoded
+/// value>\0` in one string: one allocation for all of them (a value is
+/// percent-encoded, so it holds no `\0`; the length prefix keeps any name
+/// unambiguous).
+#[derive(Debug, Default)]
+struct Params(String);
+
+impl Params {
+    fn push(&mut self, name: &str, value: &str) {
+        if self.0.is_empty() {
+            // Room for a few parameters at once, instead of growing.
+            self.0.reserve(64 + name.len() + value.len());
+        }
+        let _ = write!(
+            self.0,
+            "{}:{name}{}\0",
+            name.len(),
+            utf8_percent_encode(value, SEGMENT)
+        );
+    }
+
+    /// The encoded value of `name` (the last one given wins).
+    fn get(&self, name: &str) -> Option<&str> {
+        let mut found = None;
+        let mut rest = self.0.as_str();
+        while let Some((len, tail)) = rest.split_once(':') {
+            let len: usize = len.parse().ok()?;
+            let entry_name = tail.get(..len)?;
+            let (value, next) = tail.get(len..)?.split_once('\0')?;
+            if entry_name == name {
+                found = Some(value);
+            }
+            rest = next;
+        }
+        found
+    }
+}
+
 /// Replace `{name}` placeholders with percent-encoded values.
-fn fill_template(template: &str, params: &[(String, String)]) -> Result<String, Error> {
+#[cfg(test)]
+fn fill_template(template: &str, params: &Params) -> Result<String, Error> {
     let mut out = String::with_capacity(template.len() + 16);
+    fill_template_into(&mut out, template, params)?;
+    Ok(out)
+}
+
+/// Write `template` to `out` with its `{name}` placeholders filled.
+fn fill_template_into(out: &mut String, template: &str, params: &Params) -> Result<(), Error> {
     let mut rest = template;
     while let Some(open) = rest.find('{') {
         out.push_str(&rest[..open]);
@@ -254,22 +309,17 @@ fn fill_template(template: &str, params: &[(String, String)]) -> Result<String, 
             )
         })?;
         let name = &after[..close];
-        let value = params
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidRequest,
-                    format!("no value for path parameter {{{name}}}"),
-                )
-            })?;
-        out.push_str(&encode_path_param(value));
+        let value = params.get(name).ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!("no value for path parameter {{{name}}}"),
+            )
+        })?;
+        out.push_str(value);
         rest = &after[close + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }
 
 /// Why a URI cannot be called: not http(s), no host, a port out of range.
@@ -305,40 +355,71 @@ pub(crate) fn check_target(uri: &Uri) -> Result<(), String> {
 
 /// Join a base URI and a path (and query).
 pub(crate) fn join(base: Option<&Uri>, path: &str, query: &str) -> Result<Uri, Error> {
+    join_with(
+        base,
+        path.len(),
+        |out| {
+            out.push_str(path);
+            Ok(())
+        },
+        query,
+    )
+}
+
+/// Join a base URI, the path `write_path` writes (about `path_len` bytes)
+/// and a query, in one buffer the URI then keeps.
+fn join_with(
+    base: Option<&Uri>,
+    path_len: usize,
+    write_path: impl FnOnce(&mut String) -> Result<(), Error>,
+    query: &str,
+) -> Result<Uri, Error> {
     let invalid = |e: &dyn std::fmt::Display| {
         Error::new(ErrorKind::InvalidRequest, format!("invalid URL: {e}"))
     };
-    let full = if path.contains("://") {
-        path.to_string()
-    } else {
-        let base = base.ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidRequest,
-                format!("{path:?} is not an absolute URL and the client has no base URL"),
-            )
-        })?;
-        let scheme = base.scheme_str().unwrap_or("http");
-        let authority = base.authority().map(|a| a.as_str()).unwrap_or_default();
-        let prefix = base.path().trim_end_matches('/');
-        let path = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("/{path}")
-        };
-        format!("{scheme}://{authority}{prefix}{path}")
+    let (scheme, authority, prefix) = match base {
+        Some(b) => (
+            b.scheme_str().unwrap_or("http"),
+            b.authority().map(|a| a.as_str()).unwrap_or_default(),
+            b.path().trim_end_matches('/'),
+        ),
+        None => ("", "", ""),
     };
-    let full = if query.is_empty() {
-        full
-    } else if full.contains('?') {
-        format!("{full}&{query}")
-    } else {
-        format!("{full}?{query}")
-    };
-    let uri = full.parse::<Uri>().map_err(|e| invalid(&e))?;
+    let extra = if query.is_empty() { 0 } else { query.len() + 1 };
+    let mut full = String::with_capacity(
+        scheme.len() + 3 + authority.len() + prefix.len() + 1 + path_len + 16 + extra,
+    );
+    if base.is_some() {
+        full.push_str(scheme);
+        full.push_str("://");
+        full.push_str(authority);
+        full.push_str(prefix);
+    }
+    let start = full.len();
+    write_path(&mut full)?;
+    let path = &full[start..];
+    if path.contains("://") {
+        // An absolute URL: the base is not used.
+        full.drain(..start);
+    } else if base.is_none() {
+        return Err(Error::new(
+            ErrorKind::InvalidRequest,
+            format!("{path:?} is not an absolute URL and the client has no base URL"),
+        ));
+    } else if !path.starts_with('/') {
+        full.insert(start, '/');
+    }
+    if !query.is_empty() {
+        full.push(if full.contains('?') { '&' } else { '?' });
+        full.push_str(query);
+    }
+    // The URI keeps the bytes of `full` (no copy).
+    let full = Bytes::from(full);
+    let uri = Uri::from_maybe_shared(full.clone()).map_err(|e| invalid(&e))?;
     check_target(&uri).map_err(|m| {
         Error::new(
             ErrorKind::InvalidRequest,
-            format!("invalid URL {full:?}: {m}"),
+            format!("invalid URL {:?}: {m}", String::from_utf8_lossy(&full)),
         )
     })?;
     Ok(uri)
@@ -350,7 +431,8 @@ mod tests {
 
     #[test]
     fn templates_encode_params() {
-        let p = vec![("id".to_string(), "a b/c".to_string())];
+        let mut p = Params::default();
+        p.push("id", "a b/c");
         assert_eq!(
             fill_template("/users/{id}/x", &p).unwrap(),
             "/users/a%20b%2Fc/x"
@@ -360,7 +442,15 @@ mod tests {
             ErrorKind::InvalidRequest
         );
         assert!(fill_template("/users/{id", &p).is_err());
-        assert_eq!(fill_template("/plain", &[]).unwrap(), "/plain");
+        assert_eq!(
+            fill_template("/plain", &Params::default()).unwrap(),
+            "/plain"
+        );
+        // The last value given wins; names may hold any character.
+        p.push("id", "2");
+        p.push("a:1\0", "x");
+        assert_eq!(fill_template("/u/{id}", &p).unwrap(), "/u/2");
+        assert_eq!(fill_template("/u/{a:1\0}", &p).unwrap(), "/u/x");
     }
 
     #[test]

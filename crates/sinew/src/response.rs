@@ -43,10 +43,8 @@ impl Response {
 
     /// The whole body.
     pub async fn bytes(self) -> Result<Bytes, Error> {
-        self.body
-            .collect()
+        collect_bytes(self.body)
             .await
-            .map(|c| c.to_bytes())
             .map_err(|e| Error::with_source(ErrorKind::Decode, e))
     }
 
@@ -66,4 +64,32 @@ impl Response {
     pub fn into_parts(self) -> (http::response::Parts, ResBody) {
         (self.head, self.body)
     }
+}
+
+/// The data of a body, joined. A body of one chunk (the usual case: the
+/// stack reads bodies within the attempt) is returned as that chunk, without
+/// a list or a copy; trailers are skipped.
+pub(crate) async fn collect_bytes(mut body: ResBody) -> Result<Bytes, sinew_core::BoxError> {
+    use bytes::BufMut as _;
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<bytes::BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        match (&mut joined, first.take()) {
+            (Some(buf), _) => buf.put(data),
+            (None, None) => first = Some(data),
+            (None, Some(earlier)) => {
+                let mut buf = bytes::BytesMut::with_capacity(earlier.len() + data.len());
+                buf.put(earlier);
+                buf.put(data);
+                joined = Some(buf);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }

@@ -282,7 +282,18 @@ pub(crate) fn hyper_attempt(
     let transport = Arc::new(transport);
     tower::service_fn(move |req: Request<Body>| {
         let sent = crate::transport::send(&transport, req);
-        async move { read_within_attempt(sent.await?, buffer).await }
+        async move {
+            let resp = sent.await?;
+            match buffer {
+                // hyper's body is read in place (`Unpin`: no box for it).
+                Some(limit) => {
+                    let (parts, body) = resp.into_parts();
+                    let body = Body::buffer_unpin(body, limit).await?;
+                    Ok(http::Response::from_parts(parts, body.boxed_unsync()))
+                }
+                None => read_within_attempt(resp, None).await,
+            }
+        }
     })
 }
 

@@ -285,12 +285,14 @@ pub(crate) fn send(
     req: Request<Body>,
 ) -> impl std::future::Future<Output = Result<Response<Incoming>, sinew_core::BoxError>> + Send + 'static
 {
-    let target = req.uri().authority().map(|a| a.as_str().to_owned());
+    // The authority shares the URI's bytes: the name is written out only
+    // when the exchange fails.
+    let target = req.uri().authority().cloned();
     let fut = transport.request(req);
     async move {
         fut.await.map_err(|source| {
             Box::new(TransportError {
-                target: target.unwrap_or_default(),
+                target: target.map(|a| a.as_str().to_owned()).unwrap_or_default(),
                 source,
             }) as sinew_core::BoxError
         })
