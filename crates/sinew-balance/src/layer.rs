@@ -383,16 +383,21 @@ pin_project! {
     #[project = StateProj]
     enum State<S, B, F> {
         Called { #[pin] fut: F, guard: Option<Guard> },
-        Waiting {
-            svc: S,
-            req: Option<Request<B>>,
-            limit: Instant,
-            sleep: Pin<Box<Sleep>>,
-            chosen: Option<Arc<EndpointState>>,
-            registered: Option<(u64, std::task::Waker)>,
-        },
+        // Boxed: the rare waiting call holds the service and the request, and
+        // the common (called) future stays small to move.
+        Waiting { wait: Box<Waiting<S, B>> },
         Failed,
     }
+}
+
+/// What a call waiting for an endpoint holds.
+struct Waiting<S, B> {
+    svc: S,
+    req: Option<Request<B>>,
+    limit: Instant,
+    sleep: Pin<Box<Sleep>>,
+    chosen: Option<Arc<EndpointState>>,
+    registered: Option<(u64, std::task::Waker)>,
 }
 
 pin_project! {
@@ -433,12 +438,14 @@ where
     fn waiting(svc: S, req: Request<B>, limit: Instant, layer: LoadBalanceLayer) -> Self {
         ResponseFuture {
             state: State::Waiting {
-                svc,
-                req: Some(req),
-                limit,
-                sleep: Box::pin(tokio::time::sleep_until(limit)),
-                chosen: None,
-                registered: None,
+                wait: Box::new(Waiting {
+                    svc,
+                    req: Some(req),
+                    limit,
+                    sleep: Box::pin(tokio::time::sleep_until(limit)),
+                    chosen: None,
+                    registered: None,
+                }),
             },
             layer,
         }
@@ -479,14 +486,15 @@ where
                     return Poll::Ready(out);
                 }
                 StateProj::Failed => return Poll::Ready(Err(Box::new(NoEndpoints::new()))),
-                StateProj::Waiting {
-                    svc,
-                    req,
-                    limit,
-                    sleep,
-                    chosen,
-                    registered,
-                } => {
+                StateProj::Waiting { wait } => {
+                    let Waiting {
+                        svc,
+                        req,
+                        limit,
+                        sleep,
+                        chosen,
+                        registered,
+                    } = &mut **wait;
                     let now = Instant::now();
                     if chosen.is_none() {
                         let layer = &*this.layer;

@@ -22,6 +22,7 @@ use crate::error::{RetryBudgetExhausted, RetryBudgetExhaustedError};
 use crate::layer::Policy;
 use crate::metrics;
 use crate::policy::{retry_after, Attempt, NotReplayable};
+use crate::service::Spare;
 
 pin_project! {
     /// The response future of [`Retry`](crate::Retry).
@@ -33,9 +34,11 @@ pin_project! {
         state: State<S::Future>,
         policy: Arc<Policy>,
         // The request to copy for later attempts (taken, not copied, for the
-        // last one) and the service to send them to.
+        // last one), the shared copy of the service to send them to, and the
+        // copy of it made for this call's retries.
         template: Option<Request<B>>,
-        service: Option<S>,
+        spare: Option<Spare<S>>,
+        service: Option<Box<S>>,
         replayable: Result<(), NotReplayable>,
         deadline: Option<Instant>,
         attempts: u32,
@@ -70,7 +73,7 @@ where
         policy: Arc<Policy>,
         future: S::Future,
         template: Option<Request<B>>,
-        service: Option<S>,
+        spare: Option<Spare<S>>,
         replayable: Result<(), NotReplayable>,
         deadline: Option<Instant>,
     ) -> Self {
@@ -78,7 +81,8 @@ where
             state: State::Calling { future },
             policy,
             template,
-            service,
+            spare,
+            service: None,
             replayable,
             deadline,
             attempts: 1,
@@ -91,6 +95,7 @@ where
             state: State::DeadlinePassed,
             policy,
             template: None,
+            spare: None,
             service: None,
             replayable: Err(NotReplayable::SingleAttempt),
             deadline: None,
@@ -108,7 +113,7 @@ enum Step<R> {
 
 impl<S, B, RB> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
     B: TryCloneBody,
 {
@@ -136,7 +141,7 @@ where
                         this.policy,
                         *this.attempts,
                         *this.replayable,
-                        this.template.is_some() && this.service.is_some(),
+                        this.template.is_some() && this.spare.is_some(),
                         *this.deadline,
                         this.jitter,
                         outcome,
@@ -168,6 +173,15 @@ where
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
+                    if this.service.is_none() {
+                        *this.service =
+                            this.spare.as_ref().and_then(|spare| spare.get()).map(|m| {
+                                match m.lock() {
+                                    Ok(s) => Box::new(s.clone()),
+                                    Err(poisoned) => Box::new(poisoned.into_inner().clone()),
+                                }
+                            });
+                    }
                     let Some(service) = this.service.as_mut() else {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(internal("retry without a service to call")));

@@ -206,6 +206,7 @@ impl<S> Layer<S> for RetryLayer {
         Retry {
             inner,
             policy: self.policy.clone(),
+            spare: Default::default(),
         }
     }
 }

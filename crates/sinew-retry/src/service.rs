@@ -1,7 +1,7 @@
 //! [`Retry`]: the service [`RetryLayer`](crate::RetryLayer) produces.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -20,7 +20,15 @@ use crate::policy::{eligible, NotReplayable};
 pub struct Retry<S> {
     pub(crate) inner: S,
     pub(crate) policy: Arc<Policy>,
+    /// A copy of `inner` for later attempts, made on the first call and
+    /// shared by every clone of this service: a call holds a handle to it and
+    /// copies the service only when it retries, instead of every call
+    /// copying the whole stack below.
+    pub(crate) spare: Spare<S>,
 }
+
+/// The shared copy of the inner service later attempts are cloned from.
+pub(crate) type Spare<S> = Arc<OnceLock<Mutex<S>>>;
 
 impl<S> Retry<S> {
     /// The inner service.
@@ -85,7 +93,9 @@ where
             Err(_) => None,
         };
         let service = if template.is_some() {
-            Some(self.inner.clone())
+            let inner = &self.inner;
+            self.spare.get_or_init(|| Mutex::new(inner.clone()));
+            Some(self.spare.clone())
         } else {
             if replayable.is_ok() {
                 replayable = Err(NotReplayable::Body);
