@@ -345,9 +345,18 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 /// rounded down so a callee never believes it has more time than it has
 /// (`4.999`, `0.000`).
 pub fn format_request_timeout(remaining: Duration) -> HeaderValue {
+    use std::io::Write as _;
     let ms = remaining.as_millis();
-    let text = format!("{}.{:03}", ms / 1000, ms % 1000);
-    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("0.000"))
+    // Written in place (u128 seconds take at most 36 digits): one
+    // allocation, the header value's own.
+    let mut buf = [0u8; 48];
+    let mut rest = &mut buf[..];
+    let written = write!(rest, "{}.{:03}", ms / 1000, ms % 1000).is_ok();
+    let len = 48 - rest.len();
+    match written {
+        true => HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("0.000")),
+        false => HeaderValue::from_static("0.000"),
+    }
 }
 
 /// Format `grpc-timeout`: the finest unit whose value fits in 8 digits,

@@ -231,9 +231,12 @@ impl Signer {
     ) -> Result<(), SignError> {
         let cfg = &self.inner.config;
         if self.inner.covers_digest {
-            parts
-                .headers
-                .insert(CONTENT_DIGEST, header_value(content_digest(body))?);
+            let digest = match body.is_empty() {
+                // A constant: no hashing, no allocation.
+                true => HeaderValue::from_static(EMPTY_BODY_DIGEST),
+                false => header_value(content_digest(body))?,
+            };
+            parts.headers.insert(CONTENT_DIGEST, digest);
         }
         let created = i64::try_from(now).unwrap_or(i64::MAX);
         let expires = match (cfg.expires_at, cfg.expires_in) {
@@ -326,6 +329,9 @@ fn push_fresh_nonce(out: &mut String) {
     }
 }
 
+/// The `Content-Digest` of an empty body (SHA-256 of nothing).
+const EMPTY_BODY_DIGEST: &str = "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:";
+
 fn header_value(text: String) -> Result<HeaderValue, SignError> {
     HeaderValue::from_maybe_shared(Bytes::from(text))
         .map_err(|_| SignError::Config("a signature header is not a valid header value".into()))
@@ -361,4 +367,12 @@ fn set_member(
     text.push_str(&member);
     headers.insert(name, header_value(text)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn empty_body_digest_is_the_digest_of_nothing() {
+        assert_eq!(super::EMPTY_BODY_DIGEST, super::content_digest(b""));
+    }
 }

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use http::Request;
 use sinew_core::context::{effective_deadline, effective_priority};
-use sinew_core::{BoxError, Deadline};
+use sinew_core::{BoxError, Deadline, Priority};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -145,7 +145,11 @@ where
             (a, b) => a.or(b),
         };
         let priority = effective_priority(&req);
-        req.extensions_mut().insert(priority);
+        // Settle the priority for the layers below (unless the request
+        // already carries it: a re-insert would allocate for nothing).
+        if req.extensions().get::<Priority>().is_none() {
+            req.extensions_mut().insert(priority);
+        }
         let remaining = deadline.map(|d| d.saturating_duration_since(now));
         if let Some(left) = remaining {
             if left <= self.config.min_remaining {

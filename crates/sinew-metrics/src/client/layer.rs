@@ -33,6 +33,9 @@ pub struct MetricsLayer {
     pub(crate) naming: Naming,
     pub(crate) classifier: Classifier,
     pub(crate) propagate: bool,
+    /// An attempt-scoped layer below writes `traceparent` on every attempt,
+    /// so this (call-scoped) one leaves the header alone.
+    pub(crate) header_below: bool,
     /// Metric handles per label set, shared by clones; a builder method
     /// that changes the metric names starts a new one.
     pub(crate) cache: Arc<SeriesCache>,
@@ -45,6 +48,7 @@ impl Default for MetricsLayer {
             naming: Naming::Otel,
             classifier: Classifier::default(),
             propagate: true,
+            header_below: false,
             cache: Arc::default(),
         }
     }
@@ -69,12 +73,15 @@ impl MetricsLayer {
     }
 
     /// The layer pair the config asks for: the call layer, and the attempt
-    /// layer when `per_attempt` is on.
+    /// layer when `per_attempt` is on. With both, the `traceparent` header is
+    /// the attempt layer's to write (each attempt gets its own span id), and
+    /// the call layer only records the trace for the attempts to share.
     pub fn from_config(config: &MetricsConfig) -> (MetricsLayer, Option<MetricsLayer>) {
-        let call = MetricsLayer::call().naming(config.naming);
+        let mut call = MetricsLayer::call().naming(config.naming);
         let attempt = config
             .per_attempt
             .then(|| MetricsLayer::attempt().naming(config.naming));
+        call.header_below = attempt.is_some();
         (call, attempt)
     }
 
@@ -102,6 +109,7 @@ impl MetricsLayer {
     /// Whether to write the `traceparent` header (default `true`).
     pub fn propagate_trace(mut self, yes: bool) -> Self {
         self.propagate = yes;
+        self.header_below = false;
         self
     }
 }

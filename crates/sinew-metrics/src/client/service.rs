@@ -107,8 +107,10 @@ where
         let trace = trace_of(&mut req);
         let span_id = if layer.propagate {
             let id = crate::trace::new_span_id();
-            if let Some(value) = crate::trace::header_value(&trace, &id) {
-                req.headers_mut().insert(TRACEPARENT, value);
+            if !layer.header_below {
+                if let Some(value) = crate::trace::header_value(&trace, &id) {
+                    req.headers_mut().insert(TRACEPARENT, value);
+                }
             }
             id
         } else {
@@ -181,7 +183,7 @@ where
             &span,
             &mut req,
             otel_parent,
-            layer.propagate,
+            layer.propagate && !layer.header_below,
             layer.scope,
             &trace,
             span_id,
