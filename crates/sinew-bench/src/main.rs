@@ -81,7 +81,8 @@ struct LoadArgs {
     /// Also run the sinew client with one layer at a time.
     #[arg(long)]
     breakdown: bool,
-    /// Run only the client of this name (for profiling, e.g. under perf).
+    /// Run only the client of this name (for profiling, e.g. under perf);
+    /// `axum` or `sinew-server` runs one side of the server pair.
     #[arg(long)]
     only: Option<String>,
     /// Requests of the untimed pass that counts allocations per request
@@ -352,7 +353,19 @@ async fn load(mut args: LoadArgs) -> Result<(), BoxError> {
         args.alloc_requests = args.alloc_requests.min(1_000);
     }
     let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(exe)
+    // SINEW_BENCH_SERVER_WRAP="valgrind --tool=callgrind" runs the backend
+    // process under that command (to profile the server stack).
+    let wrap = std::env::var("SINEW_BENCH_SERVER_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(words).arg(&exe);
+            c
+        }
+        None => tokio::process::Command::new(&exe),
+    };
+    let mut child = command
         .arg("serve")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -400,6 +413,31 @@ async fn load(mut args: LoadArgs) -> Result<(), BoxError> {
                 &ports.backends,
             )?);
         }
+        if picked.is_empty() && (only == "axum" || only == "sinew-server") {
+            let target = if only == "axum" {
+                ports.axum
+            } else {
+                ports.sinew_server
+            };
+            let pair = [clients::server_pair(
+                if only == "axum" {
+                    "axum"
+                } else {
+                    "sinew-server"
+                },
+                target,
+            )?];
+            compare(
+                &pair,
+                &args,
+                &mut Meter::Child(&mut backend),
+                &mut scenarios,
+            )
+            .await;
+            stop_backend(child, backend).await;
+            print_scenarios(&scenarios, args.json);
+            return Ok(());
+        }
         if picked.is_empty() {
             return Err(format!("no client named {only}").into());
         }
@@ -434,10 +472,16 @@ async fn load(mut args: LoadArgs) -> Result<(), BoxError> {
         &mut scenarios,
     )
     .await;
-    drop(backend);
-    drop(child);
+    stop_backend(child, backend).await;
     print_scenarios(&scenarios, args.json);
     Ok(())
+}
+
+/// Close the backend's stdin and let it exit by itself (a profiler wrapping
+/// it writes its report then); kill it if it has not after 60 s.
+async fn stop_backend(mut child: tokio::process::Child, backend: Backend) {
+    drop(backend);
+    let _ = tokio::time::timeout(Duration::from_secs(60), child.wait()).await;
 }
 
 fn print_scenarios(scenarios: &[Scenario], json: bool) {
