@@ -433,11 +433,7 @@ impl ClientBuilder {
         {
             layers.balance = match (self.balance, balance) {
                 (Some(layer), _) => Some(layer),
-                (None, Some(section)) => Some(
-                    section
-                        .build()
-                        .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))?,
-                ),
+                (None, Some(section)) => Some(balance_layer(section)?),
                 (None, None) => None,
             };
         }
@@ -483,6 +479,35 @@ impl ClientBuilder {
         };
         Ok(Client::new(base, stack, handles))
     }
+}
+
+/// The balancer of a `[balance]` section. A discovery source needs the
+/// facade's own feature (`dns`, `etcd`, `nacos`), whatever features
+/// sinew-balance happens to be built with.
+#[cfg(feature = "balance")]
+fn balance_layer(
+    section: &sinew_balance::BalanceSection,
+) -> Result<sinew_balance::LoadBalanceLayer, Error> {
+    let sources = [
+        ("dns", section.dns.is_some(), cfg!(feature = "dns")),
+        ("etcd", section.etcd.is_some(), cfg!(feature = "etcd")),
+        ("nacos", section.nacos.is_some(), cfg!(feature = "nacos")),
+    ];
+    let used = sources.iter().filter(|(_, used, _)| *used).count();
+    // Several sources: `build` says to choose one.
+    if let Some((name, _, _)) = sources
+        .iter()
+        .find(|(_, used, on)| *used && !*on)
+        .filter(|_| used == 1)
+    {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("[balance] {name}: needs the `{name}` feature of sinew"),
+        ));
+    }
+    section
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Config, e.to_string()))
 }
 
 fn parse_base_url(b: &str) -> Result<Uri, Error> {

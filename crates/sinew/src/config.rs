@@ -18,7 +18,7 @@
 //! | `[sign]` | [`SignSection`]: `key` + [`sinew_sign::SignConfig`] | no |
 //! | `[metrics]` | [`sinew_metrics::MetricsConfig`] | no |
 //! | `[auth]` | [`AuthConfig`] | no |
-//! | `[server]` | [`ServerConfig`](crate::server::ServerConfig) | (server side) |
+//! | `[server]` | [`ServerConfig`] | (server side) |
 //! | `[registry]` | [`RegistryConfig`](crate::registry::RegistryConfig) | (services by name) |
 //! | `[services.NAME]` | any of the above, per service ([`Services`](crate::Services)) | |
 //! | `[proxy]` | [`ProxyConfig`](crate::proxy::ProxyConfig) | (`sinew proxy`) |

@@ -345,7 +345,7 @@ async fn balance_config_names_dns_and_rejects_bad_sources() {
     // The first call waits for the first answer instead of failing with no
     // endpoints.
     let client = from_toml(&format!(
-        "base_url = \"http://inventory\"\n[balance]\ndns = \"localhost:{port}\"\nwait_for_endpoints = \"2s\"\n"
+        "base_url = \"http://inventory\"\n[balance]\ndns = \"localhost:{port}\"\nwait_for_endpoints = \"10s\"\n"
     ))
     .unwrap();
     let res = client.get("/who").send().await.unwrap();
