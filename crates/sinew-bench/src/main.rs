@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p sinew-bench -- load [--requests N] [--concurrency 1,64] [--rounds R] [--quick] [--json]
 //! cargo run --release -p sinew-bench -- soak [--seconds S] [--quick]
+//! cargo run --release -p sinew-bench -- proxy [--requests N] [--rounds R] [--quick]
 //! ```
 //!
 //! The backends run in a child process (this binary with `serve`), so the
@@ -26,6 +27,7 @@ use tokio::io::AsyncBufReadExt;
 mod alloc_count;
 mod chaos;
 mod clients;
+mod proxy;
 mod server;
 mod server_stack;
 mod sinew_stack;
@@ -53,6 +55,9 @@ enum Command {
     Load(LoadArgs),
     /// Run the fault soak: chaos backends, one killed and restarted.
     Soak(soak::SoakArgs),
+    /// Measure one proxy hop: direct, a bare hyper proxy, sinew's inbound
+    /// and outbound sides (CPU of the proxy process, p50/p99).
+    Proxy(proxy::ProxyArgs),
     /// (internal) Run the backend servers until stdin closes.
     #[command(hide = true)]
     Serve,
@@ -558,6 +563,7 @@ fn main() -> ExitCode {
                 server::run().await.map_err(Into::into)
             }
             Command::ServeChaos => chaos::run().await.map_err(Into::into),
+            Command::Proxy(args) => proxy::run(args).await,
         }
     });
     match result {

@@ -7,7 +7,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -157,7 +158,10 @@ async fn connection(
 ) {
     let _gauge = Gauge::open(limits.side);
     let _ = stream.set_nodelay(true);
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(
+        limits.header_read_timeout,
+        limits.idle_timeout,
+    ));
     let svc = ConnService {
         inner: service,
         client,
@@ -188,17 +192,19 @@ async fn connection(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = activity.idle_for(limits.idle_timeout), if !closing => {
-                tracing::debug!(peer = %client.peer, side, "idle connection closed");
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-                close_by = Some(Instant::now() + GRACE_AFTER_IDLE);
-            }
-            _ = activity.head_overdue(limits.header_read_timeout) => {
-                tracing::debug!(peer = %client.peer, side, "request head not received in time: connection closed");
-                metrics::counter!("sinew_proxy_refusals_total", "side" => side, "reason" => "header_read_timeout").increment(1);
-                return;
-            }
+            verdict = activity.watch(), if !closing => match verdict {
+                Verdict::HeadOverdue => {
+                    tracing::debug!(peer = %client.peer, side, "request head not received in time: connection closed");
+                    metrics::counter!("sinew_proxy_refusals_total", "side" => side, "reason" => "header_read_timeout").increment(1);
+                    return;
+                }
+                Verdict::Idle => {
+                    tracing::debug!(peer = %client.peer, side, "idle connection closed");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    close_by = Some(Instant::now() + GRACE_AFTER_IDLE);
+                }
+            },
             _ = sleep_until_opt(close_by) => {
                 tracing::debug!(peer = %client.peer, side, "connection did not close in time: dropped");
                 return;
@@ -272,125 +278,170 @@ impl tokio::io::AsyncWrite for Watched {
     }
 }
 
-struct State {
-    /// Requests handed to the service whose response is not done.
-    in_flight: usize,
-    /// When the last response finished (or the connection opened).
-    idle_since: Instant,
-    /// When the first byte of a request head arrived with nothing in
-    /// flight (HTTP/1), until the request reaches the service.
-    head_started: Option<Instant>,
-    /// The connection speaks HTTP/2 (its frames are not request heads).
-    h2: bool,
-    /// Whether any byte was read yet.
-    any_read: bool,
+/// How one connection's timeouts stand, at one moment.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    /// A request head has been arriving for longer than the header-read
+    /// timeout.
+    HeadOverdue,
+    /// No request in flight for the idle timeout.
+    Idle,
+    /// Nothing yet; look again then (`None`: never).
+    Next(Option<Instant>),
 }
 
+/// What ended the watch of a connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    HeadOverdue,
+    Idle,
+}
+
+const NONE: u64 = u64::MAX;
+
 /// What one connection is doing: requests in flight, since when none, and
-/// whether a request head is on its way.
+/// since when a request head has been arriving. Kept in atomics and read
+/// by the connection task only when its one timer fires (at most every
+/// `min(header_read_timeout, idle_timeout)` while busy), so a request
+/// costs a few atomic operations and no timer.
 struct Activity {
-    state: Mutex<State>,
-    changed: Notify,
+    base: Instant,
+    header_read: Option<Duration>,
+    idle: Option<Duration>,
+    in_flight: AtomicUsize,
+    /// Nanoseconds after `base` when the last request finished (or the
+    /// connection opened).
+    idle_since: AtomicU64,
+    /// Nanoseconds after `base` when the first byte of a request head
+    /// arrived with nothing in flight (HTTP/1), until the request reaches
+    /// the service; `NONE` otherwise.
+    head_started: AtomicU64,
+    /// When the connection task looks next (nanoseconds after `base`).
+    next_check: AtomicU64,
+    /// 0: nothing read yet; 1: HTTP/1; 2: HTTP/2 (frames, not heads).
+    protocol: AtomicU8,
+    kick: Notify,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(NONE - 1)
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(header_read: Option<Duration>, idle: Option<Duration>) -> Self {
         Activity {
-            state: Mutex::new(State {
-                in_flight: 0,
-                idle_since: Instant::now(),
-                head_started: None,
-                h2: false,
-                any_read: false,
-            }),
-            changed: Notify::new(),
+            base: Instant::now(),
+            header_read,
+            idle,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(NONE),
+            next_check: AtomicU64::new(0),
+            protocol: AtomicU8::new(0),
+            kick: Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.base))
     }
 
     fn bytes_read(&self, data: &[u8]) {
-        let mut st = self.lock();
-        if !st.any_read {
-            st.any_read = true;
+        let mut protocol = self.protocol.load(Ordering::Relaxed);
+        if protocol == 0 {
             // The HTTP/2 connection preface starts "PRI * HTTP/2.0".
-            st.h2 = data.starts_with(b"PRI ");
+            protocol = if data.starts_with(b"PRI ") { 2 } else { 1 };
+            self.protocol.store(protocol, Ordering::Relaxed);
         }
-        if st.h2 || st.in_flight > 0 || st.head_started.is_some() {
+        if protocol == 2
+            || self.in_flight.load(Ordering::Acquire) > 0
+            || self.head_started.load(Ordering::Acquire) != NONE
+        {
             return;
         }
-        st.head_started = Some(Instant::now());
-        drop(st);
-        self.changed.notify_waiters();
+        let Some(limit) = self.header_read else {
+            return;
+        };
+        let t = self.now();
+        self.head_started.store(t, Ordering::Release);
+        // The task sleeps past this head's deadline (it was idle): wake it
+        // to look again.
+        if self.next_check.load(Ordering::Acquire) > t.saturating_add(nanos(limit)) {
+            self.kick.notify_one();
+        }
     }
 
     fn start(&self) {
-        let mut st = self.lock();
-        st.in_flight += 1;
-        st.head_started = None;
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(NONE, Ordering::Release);
     }
 
     fn end(&self) {
-        let mut st = self.lock();
-        st.in_flight = st.in_flight.saturating_sub(1);
-        if st.in_flight == 0 {
-            st.idle_since = Instant::now();
-            drop(st);
-            self.changed.notify_waiters();
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle_since.store(self.now(), Ordering::Release);
         }
     }
 
-    /// Completes once the connection has had no request in flight for
-    /// `limit` (never, without a limit).
-    async fn idle_for(&self, limit: Option<Duration>) {
-        let Some(limit) = limit else {
-            return std::future::pending().await;
-        };
-        loop {
-            // Registered before the check, so a change in between is seen.
-            let changed = self.changed.notified();
-            let (busy, since) = {
-                let st = self.lock();
-                (st.in_flight > 0, st.idle_since)
-            };
-            if busy {
-                changed.await;
-                continue;
+    fn check(&self) -> Check {
+        let now = self.now();
+        let head = self.head_started.load(Ordering::Acquire);
+        let busy = self.in_flight.load(Ordering::Acquire) > 0;
+        let mut next = NONE;
+        if let Some(limit) = self.header_read {
+            if head != NONE {
+                let at = head.saturating_add(nanos(limit));
+                if now >= at {
+                    return Check::HeadOverdue;
+                }
+                next = next.min(at);
             }
-            let at = since + limit;
-            if Instant::now() >= at {
-                return;
+        }
+        if let Some(limit) = self.idle {
+            if !busy {
+                let at = self
+                    .idle_since
+                    .load(Ordering::Acquire)
+                    .saturating_add(nanos(limit));
+                if now >= at {
+                    return Check::Idle;
+                }
+                next = next.min(at);
+            }
+        }
+        // While busy, look again within the shorter limit, so a request
+        // ending (idle from then) or a head starting is seen in time
+        // without waking this task on every request.
+        let period = match (self.header_read, self.idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(p) = period {
+            if busy {
+                next = next.min(now.saturating_add(nanos(p)));
+            }
+        }
+        self.next_check.store(next, Ordering::Release);
+        Check::Next((next != NONE).then(|| self.base + Duration::from_nanos(next)))
+    }
+
+    /// Completes when a head is overdue or the connection has been idle too
+    /// long (never, without either limit).
+    async fn watch(&self) -> Verdict {
+        if self.header_read.is_none() && self.idle.is_none() {
+            return std::future::pending().await;
+        }
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let sleep = tokio::time::sleep_until(far);
+        tokio::pin!(sleep);
+        loop {
+            match self.check() {
+                Check::HeadOverdue => return Verdict::HeadOverdue,
+                Check::Idle => return Verdict::Idle,
+                Check::Next(at) => sleep.as_mut().reset(at.unwrap_or(far)),
             }
             tokio::select! {
-                _ = tokio::time::sleep_until(at) => {}
-                _ = changed => {}
-            }
-        }
-    }
-
-    /// Completes once a request head has been arriving for longer than
-    /// `limit` (never, without a limit).
-    async fn head_overdue(&self, limit: Option<Duration>) {
-        let Some(limit) = limit else {
-            return std::future::pending().await;
-        };
-        loop {
-            let changed = self.changed.notified();
-            let started = self.lock().head_started;
-            match started {
-                None => changed.await,
-                Some(t) => {
-                    let at = t + limit;
-                    if Instant::now() >= at {
-                        return;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(at) => {}
-                        _ = changed => {}
-                    }
-                }
+                _ = &mut sleep => {}
+                _ = self.kick.notified() => {}
             }
         }
     }
@@ -482,53 +533,64 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_head_must_arrive_in_time() {
-        let a = Arc::new(Activity::new());
-        let limit = Some(Duration::from_secs(10));
+        let a = Arc::new(Activity::new(Some(Duration::from_secs(10)), None));
         // Nothing read: no head is overdue, however long.
-        let quiet = tokio::time::timeout(Duration::from_secs(100), a.head_overdue(limit)).await;
+        let quiet = tokio::time::timeout(Duration::from_secs(100), a.watch()).await;
         assert!(quiet.is_err());
-        // A head starts at t0: overdue at t0 + 10 s.
+        // A head starts at t0 (the watch was asleep for good: it is woken):
+        // overdue at t0 + 10 s.
+        let watching = tokio::spawn({
+            let a = a.clone();
+            async move { a.watch().await }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let t0 = Instant::now();
         a.bytes_read(b"GET / HT");
         a.bytes_read(b"TP/1.1\r\n");
-        a.head_overdue(limit).await;
+        assert_eq!(watching.await.unwrap(), Verdict::HeadOverdue);
         assert_eq!(t0.elapsed(), Duration::from_secs(10));
         // It reached the service: no longer timed, even while more bytes
         // (its body) arrive.
         a.start();
         a.bytes_read(b"body");
-        let busy = tokio::time::timeout(Duration::from_secs(100), a.head_overdue(limit)).await;
+        let busy = tokio::time::timeout(Duration::from_secs(100), a.watch()).await;
         assert!(busy.is_err());
         a.end();
         // HTTP/2: frames are not heads.
-        let h2 = Activity::new();
+        let h2 = Activity::new(Some(Duration::from_secs(10)), None);
         h2.bytes_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         h2.bytes_read(b"frames");
-        let t = tokio::time::timeout(Duration::from_secs(100), h2.head_overdue(limit)).await;
+        let t = tokio::time::timeout(Duration::from_secs(100), h2.watch()).await;
         assert!(t.is_err());
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_waits_for_requests_in_flight() {
-        let a = Arc::new(Activity::new());
         let limit = Some(Duration::from_secs(60));
+        let a = Arc::new(Activity::new(Some(Duration::from_secs(10)), limit));
         // Idle from the start: done after 60 s.
         let t0 = Instant::now();
-        a.idle_for(limit).await;
+        assert_eq!(a.watch().await, Verdict::Idle);
         assert_eq!(t0.elapsed(), Duration::from_secs(60));
-        // A request in flight for 100 s keeps it open; 60 s after it ends,
-        // idle.
+        // Requests back to back for 100 s keep it open; 60 s after the last
+        // one ends, idle.
         let t0 = Instant::now();
-        let g = InFlight::new(a.clone());
-        let a2 = a.clone();
-        let waiter = tokio::spawn(async move { a2.idle_for(limit).await });
-        tokio::time::sleep(Duration::from_secs(100)).await;
-        assert!(!waiter.is_finished());
-        drop(g);
-        waiter.await.ok();
+        let watching = tokio::spawn({
+            let a = a.clone();
+            async move { a.watch().await }
+        });
+        for _ in 0..20 {
+            a.bytes_read(b"GET / HTTP/1.1\r\n\r\n");
+            let g = InFlight::new(a.clone());
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(g);
+        }
+        assert!(!watching.is_finished());
+        assert_eq!(watching.await.unwrap(), Verdict::Idle);
         assert_eq!(t0.elapsed(), Duration::from_secs(160));
-        // Without a limit: never.
-        let never = tokio::time::timeout(Duration::from_secs(3600), a.idle_for(None)).await;
-        assert!(never.is_err());
+        // Without limits: never.
+        let never = Activity::new(None, None);
+        let t = tokio::time::timeout(Duration::from_secs(3600), never.watch()).await;
+        assert!(t.is_err());
     }
 }
