@@ -80,6 +80,7 @@ const FEATURE_SECTIONS: &[(&str, &str, bool)] = &[
     ("sign", "sign", cfg!(feature = "sign")),
     ("metrics", "metrics", cfg!(feature = "metrics")),
     ("server", "server", cfg!(feature = "server")),
+    ("proxy", "proxy", cfg!(feature = "proxy")),
 ];
 
 /// The first section of `text` whose feature is off in `sections`.
