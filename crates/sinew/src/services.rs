@@ -122,7 +122,16 @@ impl Services {
                 clients: RwLock::new(HashMap::new()),
             }),
         };
-        for name in services.inner.config.services.keys() {
+        for (name, table) in &services.inner.config.services {
+            // Sections that describe this process, not a service it calls.
+            if let Some(key) = ["server", "registry", "services", "proxy"]
+                .into_iter()
+                .find(|k| table.contains_key(*k))
+            {
+                return Err(cfg(format!(
+                    "{origin}: [services.{name}.{key}]: [{key}] is not per service; write it at the top of the file"
+                )));
+            }
             if !is_service_name(name) {
                 return Err(cfg(format!(
                     "{origin}: [services.{name}]: not a service name (letters, digits, '-', '_', '.')"
@@ -353,6 +362,16 @@ endpoints = ["127.0.0.1:9002"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("no endpoints for service \"inventory\""), "{e}");
+        let e = Services::from_toml(
+            "[registry]\ndns = \"{service}:80\"\n[services.inventory.server.shed]\nmax_concurrency = 1\n",
+            "s.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("[services.inventory.server]") && e.contains("not per service"),
+            "{e}"
+        );
         let e = Services::from_toml("[services.\"a b\"]\n", "s.toml")
             .unwrap_err()
             .to_string();
