@@ -403,7 +403,7 @@ async fn load(mut args: LoadArgs) -> Result<(), BoxError> {
     ];
     if let Some(only) = &args.only {
         let mut picked: Vec<Driver> = drivers.into_iter().filter(|d| d.name == only).collect();
-        if picked.is_empty() && only.starts_with("sinew") {
+        if picked.is_empty() && only.starts_with("sinew") && only != "sinew-server" {
             picked.push(clients::sinew_variant(
                 match only.as_str() {
                     "sinew-bare" => "sinew-bare",
