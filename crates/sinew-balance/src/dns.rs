@@ -7,10 +7,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::Stream;
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::lookup::Lookup;
-use hickory_resolver::name_server::TokioConnectionProvider;
-use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RData;
 use hickory_resolver::TokioResolver;
 
 use crate::source::{send_all, spawn_on_poll, Announced, Discovered, Sender, SourceError};
@@ -137,12 +139,19 @@ impl DnsDiscovery {
         let mut builder = if self.name_servers.is_empty() {
             TokioResolver::builder_tokio().map_err(unreachable)?
         } else {
-            let mut config = ResolverConfig::new();
-            for addr in &self.name_servers {
-                config.add_name_server(NameServerConfig::new(*addr, Protocol::Udp));
-                config.add_name_server(NameServerConfig::new(*addr, Protocol::Tcp));
-            }
-            TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
+            let servers = self
+                .name_servers
+                .iter()
+                .map(|addr| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = addr.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = addr.port();
+                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            let config = ResolverConfig::from_parts(None, Vec::new(), servers);
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
         };
         let opts: &mut ResolverOpts = builder.options_mut();
         opts.cache_size = 0;
@@ -150,7 +159,7 @@ impl DnsDiscovery {
         opts.attempts = 1;
         // Both families: every A and every AAAA address is an endpoint.
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        Ok(builder.build())
+        builder.build().map_err(unreachable)
     }
 
     async fn run(&self, tx: &Sender) {
@@ -210,26 +219,33 @@ impl DnsDiscovery {
                     .srv_lookup(name.as_str())
                     .await
                     .map_err(unreachable)?;
-                let mut ttl = shortest_ttl(lookup.as_lookup());
-                let lowest = lookup.iter().map(|s| s.priority()).min();
-                for srv in lookup.iter().filter(|s| Some(s.priority()) == lowest) {
-                    let target = srv.target().to_ascii();
-                    let ips = resolver
-                        .lookup_ip(srv.target().clone())
-                        .await
-                        .map_err(|e| SourceError::Unreachable {
+                let mut ttl = shortest_ttl(&lookup);
+                let records: Vec<_> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::SRV(srv) => Some(srv),
+                        _ => None,
+                    })
+                    .collect();
+                let lowest = records.iter().map(|s| s.priority).min();
+                for srv in records.iter().filter(|s| Some(s.priority) == lowest) {
+                    let target = srv.target.to_ascii();
+                    let ips = resolver.lookup_ip(srv.target.clone()).await.map_err(|e| {
+                        SourceError::Unreachable {
                             source_name: format!("DNS ({target})"),
                             reason: e.to_string(),
-                        })?;
+                        }
+                    })?;
                     ttl = ttl.min(shortest_ttl(ips.as_lookup()));
-                    let weight = match srv.weight() {
+                    let weight = match srv.weight {
                         0 => 0.01,
                         w => f64::from(w),
                     };
                     for ip in ips.iter() {
-                        let e = endpoint(ip, srv.port(), weight)
+                        let e = endpoint(ip, srv.port, weight)
                             .meta("srv_target", target.trim_end_matches('.'))
-                            .meta("srv_priority", srv.priority().to_string());
+                            .meta("srv_priority", srv.priority.to_string());
                         set.insert(e.address.clone(), e);
                     }
                 }
@@ -248,7 +264,7 @@ fn endpoint(ip: IpAddr, port: u16, weight: f64) -> Endpoint {
 }
 
 fn shortest_ttl(lookup: &Lookup) -> Duration {
-    let secs = lookup.records().iter().map(|r| r.ttl()).min().unwrap_or(0);
+    let secs = lookup.answers().iter().map(|r| r.ttl).min().unwrap_or(0);
     Duration::from_secs(u64::from(secs))
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
 /// One endpoint: `host:port`, a weight and free-form metadata.
@@ -407,15 +407,15 @@ impl Set {
 
     fn random(&self, n: usize) -> usize {
         match &self.rng {
-            Some(rng) => lock(rng).gen_range(0..n),
-            None => rand::thread_rng().gen_range(0..n),
+            Some(rng) => lock(rng).random_range(0..n),
+            None => rand::rng().random_range(0..n),
         }
     }
 
     fn random_f64(&self) -> f64 {
         match &self.rng {
-            Some(rng) => lock(rng).gen::<f64>(),
-            None => rand::thread_rng().gen::<f64>(),
+            Some(rng) => lock(rng).random::<f64>(),
+            None => rand::rng().random::<f64>(),
         }
     }
 

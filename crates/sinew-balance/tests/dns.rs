@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
+use hickory_resolver::proto::op::{Message, ResponseCode};
 use hickory_resolver::proto::rr::rdata::{A, AAAA, SRV};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use http::{Request, Response};
@@ -52,18 +52,15 @@ impl Dns {
                     continue;
                 };
                 q.fetch_add(1, Ordering::SeqCst);
-                let mut resp = Message::new();
-                resp.set_id(req.id())
-                    .set_message_type(MessageType::Response)
-                    .set_op_code(req.op_code())
-                    .set_recursion_desired(req.recursion_desired())
-                    .set_recursion_available(true)
-                    .set_authoritative(true);
-                for query in req.queries() {
+                let mut resp = Message::response(req.metadata.id, req.metadata.op_code);
+                resp.metadata.recursion_desired = req.metadata.recursion_desired;
+                resp.metadata.recursion_available = true;
+                resp.metadata.authoritative = true;
+                for query in &req.queries {
                     resp.add_query(query.clone());
                     let zone = z.lock().unwrap();
                     if zone.fail {
-                        resp.set_response_code(ResponseCode::ServFail);
+                        resp.metadata.response_code = ResponseCode::ServFail;
                         continue;
                     }
                     let key = (query.name().to_ascii(), query.query_type());

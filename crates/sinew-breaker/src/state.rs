@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio::time::Instant;
 
 use crate::config::{BreakerConfig, TripPolicy, Window};
@@ -595,7 +595,7 @@ impl Policy {
                 Ok(g) => g,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            1.0 + rng.gen_range(-config.open_jitter..config.open_jitter)
+            1.0 + rng.random_range(-config.open_jitter..config.open_jitter)
         } else {
             1.0
         };
@@ -624,7 +624,7 @@ impl Registry {
                 config,
                 rng: Mutex::new(match seed {
                     Some(s) => StdRng::seed_from_u64(s),
-                    None => StdRng::from_entropy(),
+                    None => StdRng::from_rng(&mut rand::rng()),
                 }),
             }),
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),

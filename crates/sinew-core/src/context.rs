@@ -269,7 +269,7 @@ fn parse_hex_exact<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 fn random_nonzero<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     loop {
-        if getrandom::getrandom(&mut out).is_err() {
+        if getrandom::fill(&mut out).is_err() {
             // No OS randomness: fall back to the time, never to zero ids.
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

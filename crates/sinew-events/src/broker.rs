@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use lapin::options::ConfirmSelectOptions;
 use lapin::types::{AMQPValue, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::Mutex;
 
 use crate::error::Error;
@@ -39,8 +39,7 @@ pub(crate) fn short(value: &str, what: &str) -> Result<ShortString, Error> {
 pub(crate) fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     let exp = min.saturating_mul(1u32 << attempt.min(20)).min(max);
     let half = exp / 2;
-    let jitter =
-        rand::thread_rng().gen_range(0..=half.as_micros().min(u128::from(u64::MAX)) as u64);
+    let jitter = rand::rng().random_range(0..=half.as_micros().min(u128::from(u64::MAX)) as u64);
     half + Duration::from_micros(jitter)
 }
 

@@ -17,16 +17,17 @@
 //! PyFly's client retries after `base_delay · 2^i`: that is
 //! `Backoff::exponential(base).jitter(Jitter::None)`.
 //!
-//! Randomness comes from any [`rand::RngCore`], so tests can pass a seeded
-//! generator and check exact schedules.
+//! Randomness is a source of uniform numbers in `[0, 1)`:
+//! [`Backoff::delays`] takes a seed (the same seed gives the same schedule,
+//! for tests), [`Backoff::next_delay`] any `FnMut() -> f64`. No random
+//! number crate appears in this API.
 //!
 //! ```
 //! use std::time::Duration;
-//! use rand::{rngs::SmallRng, SeedableRng};
 //! use sinew_retry::backoff::{Backoff, Jitter};
 //!
 //! let linear = Backoff::linear(Duration::from_millis(50));
-//! let delays: Vec<Duration> = linear.delays(SmallRng::seed_from_u64(7)).take(3).collect();
+//! let delays: Vec<Duration> = linear.delays(7).take(3).collect();
 //! // Retry n waits 50 ms · n, ± 20 %.
 //! for (n, d) in delays.iter().enumerate() {
 //!     let nominal = 0.05 * (n + 1) as f64;
@@ -36,14 +37,15 @@
 //! let exact = Backoff::exponential(Duration::from_millis(100))
 //!     .jitter(Jitter::None)
 //!     .max_delay(Duration::from_millis(500));
-//! let delays: Vec<u128> = exact.delays(SmallRng::seed_from_u64(7)).take(5).map(|d| d.as_millis()).collect();
+//! let delays: Vec<u128> = exact.delays(7).take(5).map(|d| d.as_millis()).collect();
 //! assert_eq!(delays, [100, 200, 400, 500, 500]);
 //! ```
 
 use std::fmt;
 use std::time::Duration;
 
-use rand::{Rng, RngCore};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
 
 /// The shape of a backoff curve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -191,35 +193,37 @@ impl Backoff {
         self.max_delay
     }
 
-    /// The delays before retry 1, 2, 3, … (an endless iterator).
-    pub fn delays<R: RngCore>(&self, rng: R) -> Delays<R> {
+    /// The delays before retry 1, 2, 3, … (an endless iterator), with
+    /// jitter drawn from a generator seeded with `seed`.
+    pub fn delays(&self, seed: u64) -> Delays {
         Delays {
             backoff: *self,
             state: BackoffState::default(),
-            rng,
+            rng: SmallRng::seed_from_u64(seed),
         }
     }
 
-    /// The delay before the next retry, advancing `state`.
-    pub fn next_delay<R: RngCore + ?Sized>(
+    /// The delay before the next retry, advancing `state`; `uniform` yields
+    /// numbers uniform in `[0, 1)` for the jitter.
+    pub fn next_delay(
         &self,
         state: &mut BackoffState,
-        rng: &mut R,
+        mut uniform: impl FnMut() -> f64,
     ) -> Duration {
         let retry = state.retries;
         state.retries = state.retries.saturating_add(1);
         let delay = match self.kind {
             BackoffKind::Decorrelated => {
-                decorrelated_jitter_v2(retry, self.base, &mut state.prev, rng.gen::<f64>())
+                decorrelated_jitter_v2(retry, self.base, &mut state.prev, uniform())
             }
             BackoffKind::Exponential => {
                 let nominal = exponential(self.base, retry).min(self.max_delay);
                 match self.jitter {
                     Jitter::None => nominal,
-                    Jitter::Full => nominal.mul_f64(rng.gen::<f64>()),
+                    Jitter::Full => nominal.mul_f64(uniform()),
                     Jitter::Equal => {
                         let half = nominal / 2;
-                        half + half.mul_f64(rng.gen::<f64>())
+                        half + half.mul_f64(uniform())
                     }
                 }
             }
@@ -228,8 +232,8 @@ impl Backoff {
                 let nominal = self.base.as_secs_f64() * n;
                 // aio-request: jitter_amount = delay · random() · jitter, with
                 // a random sign.
-                let mut amount = nominal * rng.gen::<f64>() * self.linear_jitter;
-                if rng.gen::<f64>() < 0.5 {
+                let mut amount = nominal * uniform() * self.linear_jitter;
+                if uniform() < 0.5 {
                     amount = -amount;
                 }
                 secs_f64(nominal + amount)
@@ -319,17 +323,21 @@ impl BackoffState {
 
 /// The delays of a [`Backoff`], one per retry; see [`Backoff::delays`].
 #[derive(Debug, Clone)]
-pub struct Delays<R> {
+pub struct Delays {
     backoff: Backoff,
     state: BackoffState,
-    rng: R,
+    rng: SmallRng,
 }
 
-impl<R: RngCore> Iterator for Delays<R> {
+impl Iterator for Delays {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        Some(self.backoff.next_delay(&mut self.state, &mut self.rng))
+        let rng = &mut self.rng;
+        Some(
+            self.backoff
+                .next_delay(&mut self.state, || rng.random::<f64>()),
+        )
     }
 }
 
@@ -338,41 +346,30 @@ mod tests {
     use super::{decorrelated_jitter_v2, exponential, secs_f64};
     use super::{Backoff, BackoffKind, BackoffState, Jitter};
     use proptest::prelude::*;
-    use rand::rngs::SmallRng;
-    use rand::{Rng, RngCore, SeedableRng};
     use std::time::Duration;
 
-    /// An RNG whose `gen::<f64>()` yields the given values in turn (rand 0.8
-    /// maps `next_u64() >> 11` onto `[0, 1)` in steps of 2^-53).
-    struct Fixed(Vec<f64>, usize);
-    impl RngCore for Fixed {
-        fn next_u32(&mut self) -> u32 {
-            (self.next_u64() >> 32) as u32
+    impl Backoff {
+        /// The delays when the uniform source yields `values` in turn.
+        fn fixed_delays(&self, values: Vec<f64>) -> impl Iterator<Item = Duration> + '_ {
+            let mut state = BackoffState::default();
+            let mut i = 0;
+            std::iter::from_fn(move || {
+                Some(self.next_delay(&mut state, || {
+                    let v = values[i % values.len()];
+                    i += 1;
+                    v
+                }))
+            })
         }
-        fn next_u64(&mut self) -> u64 {
-            let v = self.0[self.1 % self.0.len()];
-            self.1 += 1;
-            ((v * (1u64 << 53) as f64) as u64) << 11
-        }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
-            rand::rngs::mock::StepRng::new(0, 1).fill_bytes(dest)
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
-            self.fill_bytes(dest);
-            Ok(())
-        }
+    }
+
+    /// The delays of `b` when the uniform source yields `values` in turn.
+    fn with(b: &Backoff, values: Vec<f64>) -> impl Iterator<Item = Duration> + '_ {
+        b.fixed_delays(values)
     }
 
     fn ms(d: Duration) -> f64 {
         d.as_secs_f64() * 1000.0
-    }
-
-    #[test]
-    fn fixed_rng_yields_the_values() {
-        let mut r = Fixed(vec![0.5, 0.25, 0.0], 0);
-        assert_eq!(r.gen::<f64>(), 0.5);
-        assert_eq!(r.gen::<f64>(), 0.25);
-        assert_eq!(r.gen::<f64>(), 0.0);
     }
 
     #[test]
@@ -393,7 +390,7 @@ mod tests {
         assert!((expected[1] - 1.093004).abs() < 1e-6, "{}", expected[1]);
         assert!((expected[2] - 2.035748).abs() < 1e-6, "{}", expected[2]);
         let backoff = Backoff::decorrelated(Duration::from_secs(1)).max_delay(Duration::MAX);
-        let got: Vec<Duration> = backoff.delays(Fixed(vec![0.5], 0)).take(3).collect();
+        let got: Vec<Duration> = with(&backoff, vec![0.5]).take(3).collect();
         for (g, e) in got.iter().zip(expected) {
             // Whole 100 ns ticks, truncated.
             let ticks = (e * 1e7) as u64;
@@ -405,14 +402,11 @@ mod tests {
     fn decorrelated_is_capped_and_zero_base_is_zero() {
         let b =
             Backoff::decorrelated(Duration::from_secs(1)).max_delay(Duration::from_millis(1500));
-        let got: Vec<Duration> = b.delays(Fixed(vec![0.99], 0)).take(6).collect();
+        let got: Vec<Duration> = with(&b, vec![0.99]).take(6).collect();
         assert!(got.iter().all(|d| *d <= Duration::from_millis(1500)));
         assert_eq!(got[5], Duration::from_millis(1500));
         let zero = Backoff::decorrelated(Duration::ZERO);
-        assert!(zero
-            .delays(Fixed(vec![0.7], 0))
-            .take(5)
-            .all(|d| d.is_zero()));
+        assert!(with(&zero, vec![0.7]).take(5).all(|d| d.is_zero()));
         // Far out the curve overflows; Polly then returns the maximum.
         let mut prev = 0.0;
         assert_eq!(
@@ -427,20 +421,20 @@ mod tests {
         let none: Vec<f64> = Backoff::exponential(base)
             .jitter(Jitter::None)
             .max_delay(Duration::from_secs(1))
-            .delays(Fixed(vec![0.5], 0))
+            .fixed_delays(vec![0.5])
             .take(6)
             .map(ms)
             .collect();
         assert_eq!(none, [100.0, 200.0, 400.0, 800.0, 1000.0, 1000.0]);
         let full: Vec<f64> = Backoff::exponential(base)
-            .delays(Fixed(vec![0.25], 0))
+            .fixed_delays(vec![0.25])
             .take(3)
             .map(ms)
             .collect();
         assert_eq!(full, [25.0, 50.0, 100.0]);
         let equal: Vec<f64> = Backoff::exponential(base)
             .jitter(Jitter::Equal)
-            .delays(Fixed(vec![0.5], 0))
+            .fixed_delays(vec![0.5])
             .take(3)
             .map(ms)
             .collect();
@@ -452,8 +446,7 @@ mod tests {
         // random() = 0.5 for the magnitude, then 0.25 (< 0.5: negative sign),
         // then 0.5 again, then 0.75 (positive).
         let b = Backoff::linear(Duration::from_millis(50));
-        let got: Vec<f64> = b
-            .delays(Fixed(vec![0.5, 0.25, 0.5, 0.75], 0))
+        let got: Vec<f64> = with(&b, vec![0.5, 0.25, 0.5, 0.75])
             .take(2)
             .map(ms)
             .collect();
@@ -461,7 +454,7 @@ mod tests {
         assert!((got[0] - 45.0).abs() < 1e-6, "{got:?}");
         assert!((got[1] - 110.0).abs() < 1e-6, "{got:?}");
         let none = Backoff::linear(Duration::from_millis(50)).linear_jitter(0.0);
-        let got: Vec<f64> = none.delays(Fixed(vec![0.9], 0)).take(3).map(ms).collect();
+        let got: Vec<f64> = with(&none, vec![0.9]).take(3).map(ms).collect();
         for (g, e) in got.iter().zip([50.0, 100.0, 150.0]) {
             assert!((g - e).abs() < 1e-6, "{got:?}");
         }
@@ -470,10 +463,7 @@ mod tests {
     #[test]
     fn constant_is_constant() {
         let b = Backoff::constant(Duration::from_millis(30));
-        assert!(b
-            .delays(SmallRng::seed_from_u64(1))
-            .take(10)
-            .all(|d| d == Duration::from_millis(30)));
+        assert!(b.delays(1).take(10).all(|d| d == Duration::from_millis(30)));
     }
 
     proptest! {
@@ -493,10 +483,9 @@ mod tests {
             let base = Duration::from_millis(base_ms);
             let cap = Duration::from_millis(cap_ms);
             let b = Backoff::new(kind, base).jitter(jitter).max_delay(cap);
-            let mut state = BackoffState::new();
-            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut delays = b.delays(seed);
             for retry in 0u32..40 {
-                let d = b.next_delay(&mut state, &mut rng);
+                let d = delays.next().unwrap_or_default();
                 prop_assert!(d <= cap);
                 let nominal_exp = exponential(base, retry).min(cap);
                 match kind {
@@ -532,8 +521,8 @@ mod tests {
         #[test]
         fn same_seed_same_schedule(seed in any::<u64>(), base_ms in 1u64..1000) {
             let b = Backoff::decorrelated(Duration::from_millis(base_ms));
-            let a: Vec<Duration> = b.delays(SmallRng::seed_from_u64(seed)).take(8).collect();
-            let c: Vec<Duration> = b.delays(SmallRng::seed_from_u64(seed)).take(8).collect();
+            let a: Vec<Duration> = b.delays(seed).take(8).collect();
+            let c: Vec<Duration> = b.delays(seed).take(8).collect();
             prop_assert_eq!(a, c);
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use rand::rngs::SmallRng;
+use rand::RngExt as _;
 use sinew_core::body::{try_clone_request, TryCloneBody};
 use sinew_core::classify::{failure_kind_of, Classification, FailureKind};
 use sinew_core::error::find_source;
@@ -274,7 +275,9 @@ fn decide<R>(
                     rng: policy.rng.rng(),
                 })
             });
-            policy.backoff.next_delay(&mut j.backoff, &mut j.rng)
+            policy
+                .backoff
+                .next_delay(&mut j.backoff, || j.rng.random::<f64>())
         }
     };
     if let Some(deadline) = deadline {

@@ -174,8 +174,7 @@ impl RngSource {
 
     pub(crate) fn rng(&self) -> SmallRng {
         match self {
-            RngSource::Entropy => SmallRng::from_rng(rand::thread_rng())
-                .unwrap_or_else(|_| SmallRng::seed_from_u64(0x5EED)),
+            RngSource::Entropy => SmallRng::from_rng(&mut rand::rng()),
             RngSource::Seeded { seed, calls } => {
                 let k = calls.fetch_add(1, Ordering::Relaxed);
                 SmallRng::seed_from_u64(seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use rand::RngCore as _;
+use rand::Rng as _;
 use sfv::{
     key_ref, DictSerializer, Dictionary, FieldType as _, ItemSerializer, KeyRef, Parser,
     RefBareItem,
@@ -317,7 +317,7 @@ impl Signer {
 /// padding (22 characters, none of which a structured-field string escapes).
 fn push_fresh_nonce(out: &mut String) {
     let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::rng().fill_bytes(&mut bytes);
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut buf = [0u8; 22];
     match engine
