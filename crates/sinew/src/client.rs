@@ -8,7 +8,7 @@ use tower::{Service, ServiceExt};
 
 use crate::builder::ClientBuilder;
 use crate::interceptor::{Interceptor, Interceptors, ResponseInfo};
-use crate::request::{join, RequestBuilder};
+use crate::request::RequestBuilder;
 use crate::stack::Stack;
 use crate::{Error, ErrorKind, Response};
 
@@ -124,8 +124,11 @@ impl Client {
         self.inner.base.as_ref()
     }
 
+    /// `path` (and `query`) joined to the base URL (the proxy's outbound
+    /// side resolves request targets this way).
+    #[cfg(feature = "proxy")]
     pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<Uri, Error> {
-        join(self.inner.base.as_ref(), path, query)
+        crate::request::join(self.inner.base.as_ref(), path, query)
     }
 
     /// Start a call with any method.

@@ -354,6 +354,7 @@ pub(crate) fn check_target(uri: &Uri) -> Result<(), String> {
 }
 
 /// Join a base URI and a path (and query).
+#[cfg(any(test, feature = "proxy"))]
 pub(crate) fn join(base: Option<&Uri>, path: &str, query: &str) -> Result<Uri, Error> {
     join_with(
         base,
