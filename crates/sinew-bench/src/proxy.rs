@@ -388,7 +388,11 @@ async fn serve(backends: Vec<SocketAddr>) -> Result<(), BoxError> {
     let bare_addr = bare.local_addr()?;
     tokio::spawn(bare_proxy(bare, first));
 
-    let list = backends.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+    let list = backends
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     let config = format!(
         r#"
 [sign]

@@ -362,7 +362,10 @@ async fn a_python_application_behind_the_inbound_side() {
     assert_eq!(seen["priority"], "low");
     assert_eq!(seen["context_priority"], "low");
     assert_eq!(seen["via"], "1.1 sinew");
-    assert!(seen["forwarded"].as_str().unwrap().starts_with("for=127.0.0.1"));
+    assert!(seen["forwarded"]
+        .as_str()
+        .unwrap()
+        .starts_with("for=127.0.0.1"));
     let before = hits().await;
     assert_eq!(before, 1);
 
@@ -378,8 +381,11 @@ async fn a_python_application_behind_the_inbound_side() {
         .into_parts();
     signer.sign(&mut parts, b"").unwrap();
     parts.uri = format!("{base}/whoami").parse().unwrap();
-    let (status, problem) =
-        get_json(&client, http::Request::from_parts(parts, sinew::Body::empty())).await;
+    let (status, problem) = get_json(
+        &client,
+        http::Request::from_parts(parts, sinew::Body::empty()),
+    )
+    .await;
     assert_eq!(status, 401, "{problem}");
     assert_eq!(problem["reason"], "bad_signature");
     // Signed with another key, and unsigned: refused too.
@@ -393,8 +399,11 @@ async fn a_python_application_behind_the_inbound_side() {
         .unwrap()
         .into_parts();
     other.sign(&mut parts, b"").unwrap();
-    let (status, _) =
-        get_json(&client, http::Request::from_parts(parts, sinew::Body::empty())).await;
+    let (status, _) = get_json(
+        &client,
+        http::Request::from_parts(parts, sinew::Body::empty()),
+    )
+    .await;
     assert_eq!(status, 401);
     let (status, problem) = get_json(
         &client,
@@ -406,7 +415,11 @@ async fn a_python_application_behind_the_inbound_side() {
     .await;
     assert_eq!(status, 401);
     assert_eq!(problem["reason"], "missing_signature");
-    assert_eq!(hits().await, before, "a refused call reached the application");
+    assert_eq!(
+        hits().await,
+        before,
+        "a refused call reached the application"
+    );
 }
 
 /// Two services, each a Python application with a sidecar: an aio-request
@@ -579,8 +592,14 @@ async fn a_100_mib_body_streams_through_both_sides_in_bounded_memory() {
     );
     // A buffered 100 MiB would add at least 100 MiB; streaming adds a few
     // flow-control windows of data.
-    for (what, before, after) in [("outbound", baseline.0, near_kib), ("inbound", baseline.1, far_kib)] {
-        assert!(after - before < 24 * 1024, "{what} sidecar grew from {before} to {after} KiB");
+    for (what, before, after) in [
+        ("outbound", baseline.0, near_kib),
+        ("inbound", baseline.1, far_kib),
+    ] {
+        assert!(
+            after - before < 24 * 1024,
+            "{what} sidecar grew from {before} to {after} KiB"
+        );
     }
 }
 
@@ -647,7 +666,12 @@ listen = "127.0.0.1:0"
         .await;
     killer.await.unwrap();
     let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
-    assert!(failed.is_empty(), "{} of {CALLS} failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        failed.is_empty(),
+        "{} of {CALLS} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
     let by_a = results.iter().filter(|(_, app)| app == "a").count();
     let by_b = results.iter().filter(|(_, app)| app == "b").count();
     assert_eq!(by_a + by_b, CALLS);
@@ -698,7 +722,10 @@ async fn sigterm_drains_requests_in_flight() {
         if let Some(s) = car.proc.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "the sidecar did not exit after draining");
+        assert!(
+            Instant::now() < deadline,
+            "the sidecar did not exit after draining"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(code.success(), "{code:?}");
@@ -720,7 +747,10 @@ fn a_bad_config_key_fails_at_start_up() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("line 4") && err.contains("request_timout"), "{err}");
+    assert!(
+        err.contains("line 4") && err.contains("request_timout"),
+        "{err}"
+    );
 
     std::fs::write(&path, "[proxy.outbound]\nlisten = \"127.0.0.1:0\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_sinew"))
@@ -728,7 +758,11 @@ fn a_bad_config_key_fails_at_start_up() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/proxy.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_sinew"))
         .args(["proxy", "--check", "--config"])
@@ -736,5 +770,9 @@ fn a_bad_config_key_fails_at_start_up() {
         .env("ORDERS_SIGNING_KEY", "k")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
