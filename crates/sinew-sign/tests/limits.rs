@@ -270,14 +270,19 @@ fn the_worst_headers_cost_a_small_multiple_of_a_normal_verify() {
 
 #[test]
 fn the_checks_stay_linear_without_limits() {
-    // Twice the input costs about twice as much (a check scanning a list
-    // once per element would cost four times as much).
+    // Four times the input: four times the work (callgrind: 11.6M -> 44.5M
+    // instructions for 5 verifies of 2 000 -> 8 000 component parameters,
+    // 3.8x); a check scanning a list once per element would do sixteen
+    // times the work. CPU time grows more than the work in release builds
+    // once the parsed lists outgrow the caches (measured up to 8.3x here;
+    // 4x in debug builds), so the bound is 12x: it still catches a
+    // quadratic check, which would cost more than 16x.
     let config = unlimited();
-    for ((name, small), (_, large)) in issue_shapes(8_000).into_iter().zip(issue_shapes(16_000)) {
+    for ((name, small), (_, large)) in issue_shapes(2_000).into_iter().zip(issue_shapes(8_000)) {
         let a = verify_cost(&config, &small, 1);
         let b = verify_cost(&config, &large, 1);
         let growth = b.as_secs_f64() / a.as_secs_f64();
         println!("{name}: {a:?} -> {b:?} ({growth:.2}x)");
-        assert!(growth < 3.0, "{name}: {a:?} for 8000, {b:?} for 16000");
+        assert!(growth < 12.0, "{name}: {a:?} for 2000, {b:?} for 8000");
     }
 }
