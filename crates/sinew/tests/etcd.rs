@@ -80,10 +80,7 @@ async fn a_client_configured_with_etcd_follows_registrations() {
         "client.toml",
     )
     .unwrap();
-    let client = sinew::ClientBuilder::from_config(config)
-        .unwrap()
-        .build()
-        .unwrap();
+    let client = sinew::ClientBuilder::from_config(config).build().unwrap();
     // The first call waits for the watch's first answer.
     assert_eq!(who(&client).await, "a");
 
