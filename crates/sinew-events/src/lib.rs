@@ -50,7 +50,7 @@
 //!   `max_body_bytes` (1 MiB by default, checked before parsing) and
 //!   malformed JSON go to the dead-letter queue at once with the reason in
 //!   `x-sinew-reason`.
-//! * [`wire`] — the envelope, camelCasing and timestamps of COMPAT.md.
+//! * [`wire`] — the envelope, camelCasing and timestamps of docs/compatibility.md (django-microservices-communication).
 //!
 //! # Guarantees and limits
 //!

@@ -1,4 +1,4 @@
-//! The wire format of django-microservices-communication (COMPAT.md).
+//! The wire format of django-microservices-communication (docs/compatibility.md).
 //!
 //! **Events**: exchange = aggregate (topic, durable), routing key = event
 //! type, body `{"eventId": <int>, "event_time": "<UTC ms>Z", "aggregate": …,

@@ -22,7 +22,7 @@ fn stopper() -> (
 }
 
 /// One committed event, one rolled-back event, one command: exactly the
-/// committed ones reach the broker, with the COMPAT.md envelope/properties.
+/// committed ones reach the broker, with the envelope and properties of docs/compatibility.md.
 async fn atomicity(outbox: Outbox) {
     let aggregate = unique("user");
     let service = unique("inventory");

@@ -1,4 +1,4 @@
-//! COMPAT.md (django-microservices-communication): the exact captured bytes,
+//! docs/compatibility.md (django-microservices-communication): the exact captured bytes,
 //! parsed by sinew; sinew's bytes, parsed as the Python side would read them.
 #![allow(clippy::unwrap_used)]
 
