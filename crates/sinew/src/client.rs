@@ -34,14 +34,29 @@ struct Inner {
     /// when none is free), makes it ready, calls it and puts it back at once:
     /// the stack's layers are not cloned and dropped on every call, and
     /// their shared counters are not touched by every core on every call.
-    spare: std::sync::Mutex<Vec<Stack>>,
+    /// Kept in shards by thread, so two cores calling at once do not take
+    /// turns at one lock.
+    spare: [std::sync::Mutex<Vec<Stack>>; SPARE_SHARDS],
     interceptors: Interceptors,
     handles: Handles,
 }
 
-/// At most this many copies of the stack wait between calls (about one per
-/// thread calling at the same moment is ever needed).
-const MAX_SPARE_STACKS: usize = 64;
+/// At most this many copies of the stack wait between calls in each shard
+/// (about one per thread calling at the same moment is ever needed).
+const MAX_SPARE_STACKS: usize = 8;
+/// Shards of spare stacks; a thread uses one.
+const SPARE_SHARDS: usize = 8;
+
+/// The spare-stack shard of the current thread (threads are spread over
+/// the shards in the order they first call).
+fn spare_shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SPARE_SHARDS;
+    }
+    SHARD.with(|s| *s)
+}
 
 /// What the client keeps of its layers to observe and control them.
 #[derive(Default)]
@@ -87,7 +102,7 @@ impl Client {
             inner: Arc::new(Inner {
                 base,
                 stack,
-                spare: std::sync::Mutex::new(Vec::new()),
+                spare: Default::default(),
                 interceptors: Interceptors::default(),
                 handles,
             }),
@@ -200,10 +215,19 @@ impl Client {
     /// Send a built request through interceptors and the stack. Non-success
     /// statuses become errors.
     pub async fn execute(&self, req: Request<Body>) -> Result<Response, Error> {
-        let interceptors = self.inner.interceptors.snapshot();
-        if interceptors.is_empty() {
-            return self.send_mapped(req).await;
+        match self.inner.interceptors.snapshot_if_any() {
+            None => self.send_mapped(req).await,
+            // Boxed: the hooks' state (two copies of the request head) stays
+            // out of every call's future.
+            Some(interceptors) => Box::pin(self.intercepted(req, interceptors)).await,
         }
+    }
+
+    async fn intercepted(
+        &self,
+        req: Request<Body>,
+        interceptors: crate::interceptor::List,
+    ) -> Result<Response, Error> {
         let (mut parts, body) = req.into_parts();
         for i in interceptors.iter() {
             if let Err(e) = i.before_request(&mut parts).await {
@@ -258,7 +282,7 @@ impl Client {
 
     /// A copy of the stack to call: a spare one, or a fresh clone.
     fn take_stack(&self) -> Stack {
-        let spare = match self.inner.spare.lock() {
+        let spare = match self.inner.spare[spare_shard()].lock() {
             Ok(mut v) => v.pop(),
             Err(poisoned) => poisoned.into_inner().pop(),
         };
@@ -267,7 +291,7 @@ impl Client {
 
     /// Return a copy of the stack after a call was made on it.
     fn put_back(&self, stack: Stack) {
-        let mut v = match self.inner.spare.lock() {
+        let mut v = match self.inner.spare[spare_shard()].lock() {
             Ok(v) => v,
             Err(poisoned) => poisoned.into_inner(),
         };

@@ -8,6 +8,7 @@
 //! and when the call had already failed, the hook's error is logged at `warn`
 //! and the call's error returned.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -55,12 +56,16 @@ pub trait Interceptor: Send + Sync + 'static {
     }
 }
 
-type List = Arc<Vec<Arc<dyn Interceptor>>>;
+pub(crate) type List = Arc<Vec<Arc<dyn Interceptor>>>;
 
 /// The interceptors of one client, sorted by order; cheap to snapshot.
 #[derive(Clone, Default)]
 pub(crate) struct Interceptors {
     list: Arc<RwLock<List>>,
+    /// Whether the list has any interceptor: read first on every call, so a
+    /// client without interceptors never touches the lock (whose count both
+    /// cores would otherwise write on every call).
+    any: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Interceptors {
@@ -75,6 +80,15 @@ impl std::fmt::Debug for Interceptors {
 }
 
 impl Interceptors {
+    /// The interceptors, or `None` when there are none (without locking).
+    pub(crate) fn snapshot_if_any(&self) -> Option<List> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let list = self.snapshot();
+        (!list.is_empty()).then_some(list)
+    }
+
     pub(crate) fn snapshot(&self) -> List {
         match self.list.read() {
             Ok(g) => g.clone(),
@@ -91,6 +105,8 @@ impl Interceptors {
         f(&mut next);
         // Stable: equal orders keep insertion order.
         next.sort_by_key(|i| i.order());
+        // Written under the lock, so the flag and the list agree.
+        self.any.store(!next.is_empty(), Ordering::Release);
         *guard = Arc::new(next);
     }
 

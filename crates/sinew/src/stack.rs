@@ -23,8 +23,12 @@
 //! what the breaker counts as a failure is what retry retries and what the
 //! metrics label as an error.
 //!
-//! Absent layers cost nothing: each is an `Either` branch, and the whole
-//! stack is boxed once.
+//! An absent layer is an `Either` branch: no allocation, no call. Two boxes
+//! keep the futures small: the attempt's stack (7 to 13) is boxed once, so
+//! the call-scoped layers above hold and move a pointer-wide future instead
+//! of the attempt's whole state, and the whole stack is boxed once at the
+//! top. Hedging, when configured, boxes its own future, so clients without
+//! it do not carry its space through every layer above.
 
 use std::sync::Arc;
 
@@ -209,9 +213,19 @@ impl Layers {
         // refuse the attempt anyway.
         #[cfg(feature = "balance")]
         let s = option_layer(self.balancer()).layer(s);
+        // The attempt's stack is boxed once: the call-scoped layers above
+        // keep copies of it (retry, hedge) and wrap its future by value, so
+        // both stay a pointer wide instead of the whole attempt's state.
+        let s = BoxCloneSyncService::new(s);
         // 6, 5: hedging below retries.
+        // Hedging's future holds a template request and a copy of the stack
+        // below; boxed, so a client without hedging (the usual case) does
+        // not carry and move that space through every layer above.
         #[cfg(feature = "retry")]
-        let s = option_layer(self.hedge.clone()).layer(s);
+        let s = option_layer(self.hedge.clone().map(|h| {
+            tower::layer::layer_fn(move |s| h.layer(s).map_future(|f| Box::pin(f) as CallFuture))
+        }))
+        .layer(s);
         #[cfg(feature = "retry")]
         let s = option_layer(self.retry.clone()).layer(s);
         // 4: the user's per-call layers.
@@ -296,6 +310,12 @@ pub(crate) fn hyper_attempt(
         }
     })
 }
+
+/// A boxed call future.
+#[cfg(feature = "retry")]
+type CallFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<ResBody>, BoxError>> + Send>,
+>;
 
 /// Any transport (a mock, a custom client), with the same body policy.
 pub(crate) fn custom_attempt<S, B>(transport: S, buffer: Option<usize>) -> Stack
