@@ -61,7 +61,8 @@ async fn sends_the_configured_timeout_and_priority() {
     assert_eq!(header(h, "grpc-timeout").as_deref(), Some("5000000u"));
     assert_eq!(header(h, "x-request-priority").as_deref(), Some("normal"));
     assert_eq!(*deadline, Some(Deadline(start + Duration::from_secs(5))));
-    assert_eq!(*priority, Some(Priority::Normal));
+    // The default priority needs no extension (absent means normal).
+    assert_eq!(*priority, None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -369,4 +370,32 @@ async fn works_with_the_sinew_client_body() {
         .await
         .unwrap();
     assert_eq!(res.into_body(), "1.200");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inherited_priority_is_settled_as_an_extension_and_normal_is_not() {
+    for (ambient, expected) in [
+        (Priority::Low, Some(Priority::Low)),
+        (Priority::High, Some(Priority::High)),
+        (Priority::Normal, None),
+    ] {
+        let (seen, svc) = recorder(Duration::ZERO);
+        let ctx = CallContext::new().with_priority(ambient);
+        ctx.scope(
+            DeadlineLayer::new()
+                .timeout(Duration::from_secs(1))
+                .layer(svc)
+                .oneshot(Request::new(String::new())),
+        )
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap();
+        // Layers below that run outside the caller's scope (a spawned
+        // worker) still read the inherited priority from the request.
+        assert_eq!(seen[0].2, expected, "ambient {ambient}");
+        assert_eq!(
+            header(&seen[0].0, "x-request-priority").as_deref(),
+            Some(ambient.as_str())
+        );
+    }
 }

@@ -20,9 +20,11 @@ use crate::config::DeadlineConfig;
 /// * at or below `min_remaining` (default 5 ms) left: fails at once with
 ///   [`DeadlineExceeded`](sinew_core::DeadlineExceeded), the inner service
 ///   is not called;
-/// * otherwise the request gets the `Deadline` and
-///   [`Priority`](sinew_core::Priority) extensions (read by retry and the
-///   per-attempt [`PropagateDeadlineLayer`](crate::PropagateDeadlineLayer)),
+/// * otherwise the request gets the `Deadline` extension and, when the
+///   priority is not the default `normal` (an absent
+///   [`Priority`](sinew_core::Priority) means `normal`), the `Priority`
+///   extension (read by retry and the per-attempt
+///   [`PropagateDeadlineLayer`](crate::PropagateDeadlineLayer)),
 ///   and, unless turned off, the `x-request-timeout` (remaining seconds, ms
 ///   precision), `x-request-priority` and optionally `grpc-timeout` headers;
 /// * at the deadline the inner future is dropped (cancelling the call) and
@@ -145,9 +147,12 @@ where
             (a, b) => a.or(b),
         };
         let priority = effective_priority(&req);
-        // Settle the priority for the layers below (unless the request
-        // already carries it: a re-insert would allocate for nothing).
-        if req.extensions().get::<Priority>().is_none() {
+        // Settle an inherited priority for the layers below, which may run
+        // where the ambient context is not visible (a spawned worker). The
+        // default needs no extension: absent means `Normal` everywhere, and
+        // a call that sets none saves the allocation, and its copy in each
+        // retry's template.
+        if priority != Priority::Normal && req.extensions().get::<Priority>().is_none() {
             req.extensions_mut().insert(priority);
         }
         let remaining = deadline.map(|d| d.saturating_duration_since(now));
