@@ -29,6 +29,9 @@ pub struct Client {
 
 struct Inner {
     base: Option<Uri>,
+    /// Whether `base` passed the checks a call's URL must pass (scheme,
+    /// host, port), so a call to a path below it need not check them again.
+    base_valid: bool,
     stack: Stack,
     /// Copies of `stack` between calls. A call takes one (or clones `stack`
     /// when none is free), makes it ready, calls it and puts it back at once:
@@ -100,6 +103,9 @@ impl Client {
     pub(crate) fn new(base: Option<Uri>, stack: Stack, handles: Handles) -> Self {
         Client {
             inner: Arc::new(Inner {
+                base_valid: base
+                    .as_ref()
+                    .is_some_and(|b| crate::request::check_target(b).is_ok()),
                 base,
                 stack,
                 spare: Default::default(),
@@ -139,11 +145,16 @@ impl Client {
         self.inner.base.as_ref()
     }
 
+    /// The base URL, when it passed the checks of a call's URL.
+    pub(crate) fn valid_base(&self) -> Option<&Uri> {
+        self.inner.base.as_ref().filter(|_| self.inner.base_valid)
+    }
+
     /// `path` (and `query`) joined to the base URL (the proxy's outbound
     /// side resolves request targets this way).
     #[cfg(feature = "proxy")]
     pub(crate) fn resolve(&self, path: &str, query: &str) -> Result<Uri, Error> {
-        crate::request::join(self.inner.base.as_ref(), path, query)
+        crate::request::join(self.inner.base.as_ref(), self.inner.base_valid, path, query)
     }
 
     /// Start a call with any method.

@@ -205,6 +205,7 @@ impl RequestBuilder {
         let (template, params) = (&self.template, &self.params);
         let uri = join_with(
             client.base(),
+            client.valid_base().is_some(),
             template.len() + 16,
             |out| fill_template_into(out, template, params),
             &self.query,
@@ -355,9 +356,15 @@ pub(crate) fn check_target(uri: &Uri) -> Result<(), String> {
 
 /// Join a base URI and a path (and query).
 #[cfg(any(test, feature = "proxy"))]
-pub(crate) fn join(base: Option<&Uri>, path: &str, query: &str) -> Result<Uri, Error> {
+pub(crate) fn join(
+    base: Option<&Uri>,
+    base_valid: bool,
+    path: &str,
+    query: &str,
+) -> Result<Uri, Error> {
     join_with(
         base,
+        base_valid,
         path.len(),
         |out| {
             out.push_str(path);
@@ -368,9 +375,12 @@ pub(crate) fn join(base: Option<&Uri>, path: &str, query: &str) -> Result<Uri, E
 }
 
 /// Join a base URI, the path `write_path` writes (about `path_len` bytes)
-/// and a query, in one buffer the URI then keeps.
+/// and a query, in one buffer the URI then keeps. `base_valid`: the base
+/// passed [`check_target`], so a URL below it (same scheme and authority,
+/// the path starting with `/`) needs no check of its own.
 fn join_with(
     base: Option<&Uri>,
+    base_valid: bool,
     path_len: usize,
     write_path: impl FnOnce(&mut String) -> Result<(), Error>,
     query: &str,
@@ -399,7 +409,10 @@ fn join_with(
     let start = full.len();
     write_path(&mut full)?;
     let path = &full[start..];
-    if path.contains("://") {
+    // A path that starts with `/` is below the base; anything else may be
+    // an absolute URL of its own.
+    let absolute = !path.starts_with('/') && path.contains("://");
+    if absolute {
         // An absolute URL: the base is not used.
         full.drain(..start);
     } else if base.is_none() {
@@ -417,12 +430,14 @@ fn join_with(
     // The URI keeps the bytes of `full` (no copy).
     let full = Bytes::from(full);
     let uri = Uri::from_maybe_shared(full.clone()).map_err(|e| invalid(&e))?;
-    check_target(&uri).map_err(|m| {
-        Error::new(
-            ErrorKind::InvalidRequest,
-            format!("invalid URL {:?}: {m}", String::from_utf8_lossy(&full)),
-        )
-    })?;
+    if absolute || !base_valid {
+        check_target(&uri).map_err(|m| {
+            Error::new(
+                ErrorKind::InvalidRequest,
+                format!("invalid URL {:?}: {m}", String::from_utf8_lossy(&full)),
+            )
+        })?;
+    }
     Ok(uri)
 }
 
@@ -458,23 +473,35 @@ mod tests {
     fn join_base_and_path() {
         let base: Uri = "http://inventory:8080/api/".parse().unwrap();
         assert_eq!(
-            join(Some(&base), "/items/1", "q=2").unwrap(),
+            join(Some(&base), true, "/items/1", "q=2").unwrap(),
             "http://inventory:8080/api/items/1?q=2"
         );
         assert_eq!(
-            join(Some(&base), "http://other/x", "").unwrap(),
+            join(Some(&base), true, "http://other/x", "").unwrap(),
             "http://other/x"
         );
-        assert!(join(None, "/x", "").is_err());
-        let e = join(None, "http://127.0.0.1:99999/x", "")
+        assert!(join(None, false, "/x", "").is_err());
+        let e = join(None, false, "http://127.0.0.1:99999/x", "")
             .unwrap_err()
             .to_string();
         assert!(e.contains("port 99999"), "{e}");
-        let e = join(None, "ftp://host/x", "").unwrap_err().to_string();
+        let e = join(None, false, "ftp://host/x", "")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ftp:// is not supported"), "{e}");
-        let e = join(None, "http://127.0.0.1:0/x", "")
+        let e = join(None, false, "http://127.0.0.1:0/x", "")
             .unwrap_err()
             .to_string();
         assert!(e.contains("port 0"), "{e}");
+        // Below a checked base, an absolute URL is still checked; below a
+        // base that failed the checks (Client::from_stack takes any), every
+        // URL is.
+        let e = join(Some(&base), true, "http://127.0.0.1:0/x", "")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("port 0"), "{e}");
+        let ftp: Uri = "ftp://files/".parse().unwrap();
+        let e = join(Some(&ftp), false, "/x", "").unwrap_err().to_string();
+        assert!(e.contains("ftp:// is not supported"), "{e}");
     }
 }
