@@ -49,7 +49,9 @@ pub struct Body {
 enum Kind {
     Full {
         data: Bytes,
-        trailers: Option<HeaderMap>,
+        // Boxed: trailers are rare, and a request's body moves through
+        // every layer by value (an inline map would triple its size).
+        trailers: Option<Box<HeaderMap>>,
         data_sent: bool,
         done: bool,
     },
@@ -172,7 +174,7 @@ impl Body {
                     Err(frame) => {
                         if let Ok(t) = frame.into_trailers() {
                             match &mut trailers {
-                                None => trailers = Some(t),
+                                None => trailers = Some(Box::new(t)),
                                 Some(existing) => existing.extend(t),
                             }
                         }
@@ -239,8 +241,8 @@ impl http_body::Body for Body {
                 }
                 if !*done {
                     *done = true;
-                    if let Some(t) = trailers.clone() {
-                        return Poll::Ready(Some(Ok(Frame::trailers(t))));
+                    if let Some(t) = trailers.as_deref() {
+                        return Poll::Ready(Some(Ok(Frame::trailers(t.clone()))));
                     }
                 }
                 Poll::Ready(None)
