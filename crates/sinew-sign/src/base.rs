@@ -822,7 +822,7 @@ pub(crate) fn with_buffer<T>(f: impl FnOnce(&mut String) -> T) -> T {
 /// is read, and the first one over stops the base.
 pub(crate) fn received_base(
     message: &MessageRef<'_>,
-    ids: &[String],
+    ids: &crate::Covered,
     kinds: &[Kind<&str>],
     params: &RawParams<'_>,
     base: &mut String,

@@ -117,7 +117,7 @@ pub use key::{KeyError, KeyStore, SecretKey, StaticKeyStore};
 pub use layer::{HmacSignLayer, VerifySignatureLayer};
 pub use service::{HmacSign, VerifySignature};
 pub use signer::{Signer, ALG_HMAC_SHA256};
-pub use verifier::{VerifiedCaller, Verifier};
+pub use verifier::{Covered, VerifiedCaller, Verifier};
 
 /// RFC 9421 is defined over RFC 8941 structured fields: dates and display
 /// strings (RFC 9651) are not accepted in its fields nor in fields covered

@@ -21,6 +21,7 @@ use sfv::{BareItemFromInput, ItemSerializer, KeyRef, RefBareItem, StringRef};
 
 use crate::component::{classify, ComponentError, Kind};
 use crate::unique::{first_repeat, last_value_wins};
+use crate::Covered;
 
 /// Parameters in order, without duplicate keys.
 pub(crate) type RawParams<'de> = Vec<(&'de KeyRef, BareItemFromInput<'de>)>;
@@ -169,28 +170,36 @@ pub(crate) struct Metadata<'a> {
 impl<'de> RawInput<'de> {
     /// Classify the covered components and serialise their identifiers;
     /// an unusable or repeated identifier is an error.
-    pub(crate) fn components(&self) -> Result<(Vec<Kind<&str>>, Vec<String>), ComponentError> {
+    pub(crate) fn components(&self) -> Result<(Vec<Kind<&str>>, Covered), ComponentError> {
         let kinds = self
             .items
             .iter()
             .map(|item| classify(RefBareItem::from(&item.bare), item.params()))
             .collect::<Result<Vec<_>, _>>()?;
-        let ids: Vec<String> = self
-            .items
-            .iter()
-            .map(|item| {
-                let mut id = String::with_capacity(24);
-                item.write_id(&mut id);
-                id
-            })
-            .collect();
-        if let Some(i) = first_repeat(&ids, |id| id.as_str()) {
+        // All identifiers in one buffer.
+        let mut covered = Covered::with_capacity(24 * self.items.len());
+        for item in &self.items {
+            covered.push_with(|out| item.write_id(out));
+        }
+        let repeated = if covered.len() <= 16 {
+            // A short list (the usual case): compared in place, no
+            // allocation (at most 120 comparisons).
+            covered
+                .iter()
+                .enumerate()
+                .find(|&(i, id)| covered.iter().take(i).any(|d| d == id))
+                .map(|(_, id)| id)
+        } else {
+            // Linear past that, whatever the limits allow.
+            let ids: Vec<&str> = covered.iter().collect();
+            first_repeat(&ids, |id| *id).map(|i| ids[i])
+        };
+        if let Some(id) = repeated {
             return Err(ComponentError::new(format!(
-                "component {} is listed twice",
-                ids[i]
+                "component {id} is listed twice"
             )));
         }
-        Ok((kinds, ids))
+        Ok((kinds, covered))
     }
 
     /// `created`, `expires`, `nonce`, `alg`, `keyid` and `tag`; the error
@@ -757,6 +766,35 @@ mod tests {
             assert!(ours.is_ok(), "{text}: {ours:?}");
             assert_eq!(ours, theirs, "{text}");
         }
+    }
+
+    #[test]
+    fn a_component_listed_twice_is_named_in_short_and_long_lists() {
+        let short = r#"sig1=("@method" "date" "@path" "date");created=1;keyid="k""#.to_owned();
+        // Past the in-place scan (16): the hashed check.
+        let names: Vec<String> = (0..40).map(|i| format!(r#""x-h{i}""#)).collect();
+        let long = format!(r#"sig1=({} "x-h7");created=1;keyid="k""#, names.join(" "));
+        for (text, id) in [(short, r#""date""#), (long, r#""x-h7""#)] {
+            let (ours, theirs) = both_bases(&text);
+            let e = ours.unwrap_err();
+            assert!(
+                e.contains(&format!("component {id} is listed twice")),
+                "{e}"
+            );
+            assert!(theirs.is_err());
+        }
+        // And without a repeat, every identifier is kept, in order.
+        let text = format!(r#"sig1=({});created=1;keyid="k""#, names.join(" "));
+        let (_, entry) = Parser::new(&text)
+            .with_version(SF_VERSION)
+            .parse_dictionary_with_visitor(InputVisitor::new(None, &Guard::new(Limits::NONE)))
+            .unwrap();
+        let Some(InputEntry::InnerList(l)) = entry else {
+            panic!("no inner list")
+        };
+        let (_, covered) = l.components().unwrap();
+        assert_eq!(covered.len(), 40);
+        assert_eq!(covered.iter().collect::<Vec<_>>(), names);
     }
 
     fn ws() -> impl Strategy<Value = String> {

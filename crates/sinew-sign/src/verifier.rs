@@ -47,7 +47,97 @@ pub struct VerifiedCaller {
     pub tag: Option<String>,
     /// The covered components as serialised identifiers (RFC 9421), e.g.
     /// `"@method"`; for legacy: `@method` and `@path`.
-    pub covered: Vec<String>,
+    pub covered: Covered,
+}
+
+/// The covered components of a verified signature: their serialised
+/// identifiers (RFC 9421 section 2.1, e.g. `"@method"` or
+/// `"content-type";sf`), in the order they were signed.
+///
+/// Kept in one buffer (one allocation per request, whatever the number of
+/// components).
+///
+/// ```
+/// use sinew_sign::Covered;
+///
+/// let covered: Covered = ["\"@method\"", "\"@path\""].into_iter().collect();
+/// assert_eq!(covered.len(), 2);
+/// assert!(covered.contains("\"@path\""));
+/// assert_eq!(covered.iter().collect::<Vec<_>>(), ["\"@method\"", "\"@path\""]);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Covered {
+    /// Each identifier followed by `\n` (a serialised structured field
+    /// never holds a control character).
+    text: String,
+    len: usize,
+}
+
+impl Covered {
+    /// The identifiers, in signed order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
+        self.text.split_terminator('\n')
+    }
+
+    /// How many components are covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `id` (a serialised identifier) is covered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.iter().any(|c| c == id)
+    }
+
+    /// Room for about `bytes` of identifiers.
+    pub(crate) fn with_capacity(bytes: usize) -> Self {
+        Covered {
+            text: String::with_capacity(bytes),
+            len: 0,
+        }
+    }
+
+    /// Append one identifier, written by `write` (which must not write a
+    /// line break; serialised identifiers cannot hold one).
+    pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut String)) {
+        write(&mut self.text);
+        self.text.push('\n');
+        self.len += 1;
+    }
+}
+
+impl fmt::Debug for Covered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Covered {
+    /// Identifiers holding a line break are skipped (none can be valid).
+    fn from_iter<I: IntoIterator<Item = S>>(ids: I) -> Self {
+        let mut covered = Covered::default();
+        for id in ids {
+            let id = id.as_ref();
+            if !id.contains('\n') {
+                covered.push_with(|out| out.push_str(id));
+            }
+        }
+        covered
+    }
+}
+
+impl<'a> IntoIterator for &'a Covered {
+    type Item = &'a str;
+    type IntoIter = std::str::SplitTerminator<'a, char>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.text.split_terminator('\n')
+    }
 }
 
 /// Verifies signed requests. Cheap to clone; clones share the replay cache.
@@ -590,7 +680,7 @@ impl Verifier {
                 expires: None,
                 nonce: None,
                 tag: None,
-                covered: vec!["\"@method\"".into(), "\"@path\"".into()],
+                covered: ["\"@method\"", "\"@path\""].into_iter().collect(),
             },
         })
     }
