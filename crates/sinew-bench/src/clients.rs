@@ -62,6 +62,29 @@ pub(crate) fn hyper(target: SocketAddr) -> Driver {
     }
 }
 
+/// 1b. A reference, not a baseline: the bare hyper-util client spreading
+/// calls round-robin over the same backends as the balancing clients, so
+/// what spreading itself costs (at C = 1 every call wakes a connection that
+/// idled for two calls) can be told apart from what the layers cost.
+pub(crate) fn hyper_round_robin(backends: &[SocketAddr]) -> Driver {
+    let client = hyper_client();
+    let backends: Arc<[SocketAddr]> = backends.into();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    Driver {
+        name: "hyper-rr3",
+        call: Arc::new(move |id| {
+            let client = client.clone();
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let target = backends.get(i % backends.len().max(1)).copied();
+            Box::pin(async move {
+                let target = target.ok_or("no backends")?;
+                let uri: Uri = format!("http://{target}/item/{id}").parse()?;
+                get(&client, uri).await
+            })
+        }),
+    }
+}
+
 #[derive(Clone)]
 struct NeverRetry;
 

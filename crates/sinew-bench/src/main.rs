@@ -397,6 +397,7 @@ async fn load(mut args: LoadArgs) -> Result<(), BoxError> {
     let mut scenarios = Vec::new();
     let drivers = vec![
         clients::hyper(ports.backends[0]),
+        clients::hyper_round_robin(&ports.backends),
         clients::tower(&ports.backends),
         clients::reqwest_middleware(ports.backends[0]),
         clients::sinew(&ports.backends)?,
