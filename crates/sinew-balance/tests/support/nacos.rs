@@ -92,7 +92,8 @@ impl Nacos {
     /// fresh data (the half-made raft state would not create the admin
     /// user; the instances of the naming API live in memory anyway).
     pub(crate) async fn spawn(&mut self) {
-        for attempt in 1..=10 {
+        const ATTEMPTS: u32 = 10;
+        for attempt in 1..=ATTEMPTS {
             if self.spawn_once().await {
                 return;
             }
@@ -102,7 +103,7 @@ impl Nacos {
             let _ = std::fs::remove_dir_all(self.dir.join("db"));
         }
         panic!(
-            "rnacos panicked while starting five times in a row; see {}",
+            "rnacos panicked while starting {ATTEMPTS} times in a row; see {}",
             self.log_path().display()
         );
     }
