@@ -46,6 +46,8 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod headers;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
 pub mod problem;
 
 pub use body::{Body, ResponseBody, TryCloneBody};

@@ -29,8 +29,9 @@
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::BasicProperties;
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{TraceContextExt, TraceState};
 use opentelemetry::Context;
+use sinew_core::otel::{remote_context, trace_parent};
 use sinew_core::TraceParent;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -41,7 +42,7 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 pub const HEADER_TRACESTATE: &str = "tracestate";
 /// The most `tracestate` bytes read from a message; a longer one is
 /// ignored, never parsed.
-pub const TRACESTATE_MAX_BYTES: usize = 2048;
+pub use sinew_core::otel::TRACESTATE_MAX_BYTES;
 
 /// The `producer` span of one message about to be published.
 pub(crate) fn publish_span(
@@ -69,12 +70,7 @@ pub(crate) fn publish_span(
 pub(crate) fn inject(span: &Span, properties: BasicProperties) -> BasicProperties {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    let Some(tp) = TraceParent::from_parts(
-        sc.trace_id().to_bytes(),
-        sc.span_id().to_bytes(),
-        sc.trace_flags().to_u8(),
-    )
-    .filter(|_| sc.is_valid()) else {
+    let Some(tp) = trace_parent(&sc) else {
         return properties;
     };
     let mut headers = FieldTable::default();
@@ -117,13 +113,7 @@ pub(crate) fn extract(headers: Option<&FieldTable>) -> Option<Context> {
         .and_then(|s| std::str::from_utf8(s).ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(TraceState::NONE);
-    Some(Context::new().with_remote_span_context(SpanContext::new(
-        TraceId::from_bytes(parent.trace_id()),
-        SpanId::from_bytes(parent.parent_id()),
-        TraceFlags::new(parent.flags()),
-        true,
-        state,
-    )))
+    Some(remote_context(&parent, state))
 }
 
 /// The `consumer` span a delivery is handled in, its parent the message's

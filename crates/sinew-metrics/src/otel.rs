@@ -36,11 +36,10 @@
 
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Request, Uri};
-use opentelemetry::trace::{
-    SpanContext, SpanId, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, Status, TraceContextExt, TraceState};
 use opentelemetry::Context;
 use sinew_core::headers::TRACEPARENT;
+use sinew_core::otel::{remote_context, trace_parent};
 use sinew_core::{CallContext, TraceParent};
 use tracing::field::display;
 use tracing::Span;
@@ -52,10 +51,9 @@ use crate::trace::{self, Inbound, SpanIdDisplay, TraceIdDisplay};
 /// The W3C `tracestate` header.
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// The most `tracestate` bytes read (all header lines together): W3C asks
-/// vendors to propagate at least 512; a longer one is ignored whole, never
-/// parsed.
-pub const TRACESTATE_MAX_BYTES: usize = 2048;
+/// The most `tracestate` bytes read (all header lines together); a longer
+/// one is ignored whole, never parsed.
+pub use sinew_core::otel::TRACESTATE_MAX_BYTES;
 
 /// The trace state of `headers`: every `tracestate` line joined with `,`,
 /// bounded before it is parsed; invalid or too long is empty.
@@ -78,29 +76,6 @@ pub(crate) fn tracestate(headers: &HeaderMap) -> TraceState {
         }
     }
     joined.parse().unwrap_or(TraceState::NONE)
-}
-
-/// An OpenTelemetry context whose span is the remote `parent`.
-pub(crate) fn remote(parent: &TraceParent, state: TraceState) -> Context {
-    Context::new().with_remote_span_context(SpanContext::new(
-        TraceId::from_bytes(parent.trace_id()),
-        SpanId::from_bytes(parent.parent_id()),
-        TraceFlags::new(parent.flags()),
-        true,
-        state,
-    ))
-}
-
-/// The `traceparent` naming span `sc` (`None` for an invalid context).
-pub(crate) fn trace_parent(sc: &SpanContext) -> Option<TraceParent> {
-    if !sc.is_valid() {
-        return None;
-    }
-    TraceParent::from_parts(
-        sc.trace_id().to_bytes(),
-        sc.span_id().to_bytes(),
-        sc.trace_flags().to_u8(),
-    )
 }
 
 /// Write `traceparent` (and `tracestate`, or remove a stale one) for span
@@ -174,7 +149,7 @@ pub(crate) fn client_span<B>(
 ) {
     if let Some((tp, state)) = parent.0 {
         if !has_current_span() {
-            let _ = span.set_parent(remote(&tp, state));
+            let _ = span.set_parent(remote_context(&tp, state));
         }
     }
     match span_context(span) {
@@ -219,12 +194,12 @@ pub(crate) fn server_span(
 ) -> CallContext {
     match inbound {
         Inbound::Valid(tp) => {
-            let _ = span.set_parent(remote(&tp, tracestate(headers)));
+            let _ = span.set_parent(remote_context(&tp, tracestate(headers)));
         }
         _ => {
             if let Some(tp) = existing.and_then(|c| c.trace()) {
                 if !has_current_span() {
-                    let _ = span.set_parent(remote(&tp, TraceState::NONE));
+                    let _ = span.set_parent(remote_context(&tp, TraceState::NONE));
                 }
             }
         }
@@ -288,6 +263,7 @@ pub(crate) fn url_full(uri: &Uri) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
 
     #[test]
     fn url_full_redacts() {
