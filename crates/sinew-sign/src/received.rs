@@ -20,7 +20,7 @@ use sfv::visitor::{
 use sfv::{BareItemFromInput, ItemSerializer, KeyRef, RefBareItem, StringRef};
 
 use crate::component::{classify, ComponentError, Kind};
-use crate::unique::{first_repeat, last_value_wins};
+use crate::unique::{first_repeat_in, last_value_wins};
 use crate::Covered;
 
 /// Parameters in order, without duplicate keys.
@@ -181,19 +181,8 @@ impl<'de> RawInput<'de> {
         for item in &self.items {
             covered.push_with(|out| item.write_id(out));
         }
-        let repeated = if covered.len() <= 16 {
-            // A short list (the usual case): compared in place, no
-            // allocation (at most 120 comparisons).
-            covered
-                .iter()
-                .enumerate()
-                .find(|&(i, id)| covered.iter().take(i).any(|d| d == id))
-                .map(|(_, id)| id)
-        } else {
-            // Linear past that, whatever the limits allow.
-            let ids: Vec<&str> = covered.iter().collect();
-            first_repeat(&ids, |id| *id).map(|i| ids[i])
-        };
+        let repeated =
+            first_repeat_in(covered.len(), covered.iter()).and_then(|i| covered.iter().nth(i));
         if let Some(id) = repeated {
             return Err(ComponentError::new(format!(
                 "component {id} is listed twice"

@@ -17,14 +17,26 @@ pub(crate) fn first_repeat<'a, T, K: Eq + Hash>(
     items: &'a [T],
     key: impl Fn(&'a T) -> K,
 ) -> Option<usize> {
-    if items.len() <= SCAN {
-        return (1..items.len()).find(|&i| {
-            let k = key(&items[i]);
-            items[..i].iter().any(|d| key(d) == k)
-        });
+    first_repeat_in(items.len(), items.iter().map(&key))
+}
+
+/// [`first_repeat`] over `len` keys that can be walked again (`Clone`),
+/// such as identifiers in one buffer: nothing is collected for a short list.
+pub(crate) fn first_repeat_in<K: Eq + Hash>(
+    len: usize,
+    keys: impl Iterator<Item = K> + Clone,
+) -> Option<usize> {
+    if len <= SCAN {
+        return keys
+            .clone()
+            .enumerate()
+            .skip(1)
+            .find(|(i, k)| keys.clone().take(*i).any(|d| d == *k))
+            .map(|(i, _)| i);
     }
-    let mut seen = HashSet::with_capacity(items.len());
-    items.iter().position(|item| !seen.insert(key(item)))
+    let mut seen = HashSet::with_capacity(len);
+    keys.enumerate()
+        .find_map(|(i, k)| (!seen.insert(k)).then_some(i))
 }
 
 /// Keep one entry per key, in the position of its first occurrence, with

@@ -70,7 +70,6 @@ pub struct Covered {
     /// Each identifier followed by `\n` (a serialised structured field
     /// never holds a control character).
     text: String,
-    len: usize,
 }
 
 impl Covered {
@@ -81,12 +80,12 @@ impl Covered {
 
     /// How many components are covered.
     pub fn len(&self) -> usize {
-        self.len
+        self.text.bytes().filter(|&b| b == b'\n').count()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.text.is_empty()
     }
 
     /// Whether `id` (a serialised identifier) is covered.
@@ -98,7 +97,6 @@ impl Covered {
     pub(crate) fn with_capacity(bytes: usize) -> Self {
         Covered {
             text: String::with_capacity(bytes),
-            len: 0,
         }
     }
 
@@ -107,7 +105,6 @@ impl Covered {
     pub(crate) fn push_with(&mut self, write: impl FnOnce(&mut String)) {
         write(&mut self.text);
         self.text.push('\n');
-        self.len += 1;
     }
 }
 
