@@ -145,9 +145,9 @@ impl Client {
         self.inner.base.as_ref()
     }
 
-    /// The base URL, when it passed the checks of a call's URL.
-    pub(crate) fn valid_base(&self) -> Option<&Uri> {
-        self.inner.base.as_ref().filter(|_| self.inner.base_valid)
+    /// Whether the base URL passed the checks of a call's URL.
+    pub(crate) fn base_valid(&self) -> bool {
+        self.inner.base_valid
     }
 
     /// `path` (and `query`) joined to the base URL (the proxy's outbound

@@ -205,7 +205,7 @@ impl RequestBuilder {
         let (template, params) = (&self.template, &self.params);
         let uri = join_with(
             client.base(),
-            client.valid_base().is_some(),
+            client.base_valid(),
             template.len() + 16,
             |out| fill_template_into(out, template, params),
             &self.query,
