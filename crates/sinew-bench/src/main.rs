@@ -404,20 +404,8 @@ async fn load(mut args: LoadArgs) -> Result<(), BoxError> {
     ];
     if let Some(only) = &args.only {
         let mut picked: Vec<Driver> = drivers.into_iter().filter(|d| d.name == only).collect();
-        if picked.is_empty() && only.starts_with("sinew") && only != "sinew-server" {
-            picked.push(clients::sinew_variant(
-                match only.as_str() {
-                    "sinew-bare" => "sinew-bare",
-                    "sinew+deadline" => "sinew+deadline",
-                    "sinew+retry" => "sinew+retry",
-                    "sinew+sign" => "sinew+sign",
-                    "sinew+metrics" => "sinew+metrics",
-                    "sinew+balance" => "sinew+balance",
-                    "sinew+breaker" => "sinew+breaker",
-                    _ => "unknown",
-                },
-                &ports.backends,
-            )?);
+        if let Some(name) = sinew_stack::VARIANTS.iter().find(|v| **v == only) {
+            picked.push(clients::sinew_variant(name, &ports.backends)?);
         }
         if picked.is_empty() && (only == "axum" || only == "sinew-server") {
             let target = if only == "axum" {
@@ -454,15 +442,7 @@ async fn load(mut args: LoadArgs) -> Result<(), BoxError> {
     compare(&drivers, &args, &mut Meter::Local, &mut scenarios).await;
     if args.breakdown {
         let mut parts = vec![clients::hyper(ports.backends[0])];
-        for name in [
-            "sinew-bare",
-            "sinew+deadline",
-            "sinew+retry",
-            "sinew+sign",
-            "sinew+metrics",
-            "sinew+balance",
-            "sinew+breaker",
-        ] {
+        for name in sinew_stack::VARIANTS {
             parts.push(clients::sinew_variant(name, &ports.backends)?);
         }
         compare(&parts, &args, &mut Meter::Local, &mut scenarios).await;

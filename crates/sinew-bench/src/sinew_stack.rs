@@ -53,6 +53,17 @@ pub(crate) fn signing_client(target: SocketAddr) -> Result<sinew::Client, BoxErr
         .build()?)
 }
 
+/// The names of [`variant`]s, in `--breakdown` order.
+pub(crate) const VARIANTS: [&str; 7] = [
+    "sinew-bare",
+    "sinew+deadline",
+    "sinew+retry",
+    "sinew+sign",
+    "sinew+metrics",
+    "sinew+balance",
+    "sinew+breaker",
+];
+
 /// One layer at a time, for `--breakdown`: where the full client's time goes.
 pub(crate) fn variant(name: &str, backends: &[SocketAddr]) -> Result<sinew::Client, BoxError> {
     let first = backends.first().ok_or("no backends")?;
